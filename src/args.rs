@@ -1,0 +1,237 @@
+//! `sock_args`: the C functions on the args object (.NET's SocketAsyncEventArgs).
+
+use std::ffi::{c_char, c_void};
+use std::mem::ManuallyDrop;
+use std::sync::Arc;
+
+use crate::engine::{Args, RawBuf, Socket, endpoint};
+use crate::error::Reject;
+use crate::ffi;
+use crate::socket::sock;
+
+/// An operation's arguments and results (.NET's `SocketAsyncEventArgs`): the completion
+/// callback and user token, the buffer (or buffer list) and remote endpoint an operation
+/// uses, and what it left: bytes transferred, socket error, last operation, accepted socket.
+///
+/// Made by `sock_args_new`, owned by the caller, released with `sock_args_free`. One
+/// operation at a time: while one is in flight, starting another or changing the buffer,
+/// range, list or endpoint is rejected (InProgress). It may be reused once its operation has
+/// completed, including from inside its own callback.
+///
+/// Methods: `sock_args_free`, `sock_args_set_buffer`, `sock_args_set_range`,
+/// `sock_args_set_buffer_list`, `sock_args_set_remote_endpoint`, `sock_args_set_user_token`,
+/// `sock_args_user_token`, `sock_args_bytes_transferred`, `sock_args_socket_error`,
+/// `sock_args_last_operation`, `sock_args_offset`, `sock_args_count`,
+/// `sock_args_accept_socket`.
+pub struct sock_args {
+    _private: [u8; 0],
+}
+
+/// One buffer of a buffer list: `len` bytes at `data`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct sock_buf {
+    pub data: *mut c_void,
+    pub len: usize,
+}
+
+/// The completion callback: runs exactly once for each operation that returned true
+/// (pending), on the library's reactor thread, after `args` holds the results. `socket` is
+/// the socket the operation was started on and `user_token` the args' token at the time of
+/// the call. It may call any sockasync function, including starting another operation with
+/// the same args, closing the socket, and freeing the socket or the args. It must not
+/// throw, longjmp or unwind out, and should not block: other sockets' completions wait
+/// behind it.
+pub type sock_completed_fn =
+    Option<unsafe extern "C" fn(socket: *mut sock, args: *mut sock_args, user_token: *mut c_void)>;
+
+fn args<'a>(e: *const sock_args) -> Result<ManuallyDrop<Arc<Args>>, Reject> {
+    ffi::borrow(e as *const Args, "args")
+}
+
+/// Reads one value from the args; NULL gives `fallback` and NullArgument.
+fn get<T>(e: *const sock_args, fallback: T, read: impl FnOnce(&Args) -> T) -> T {
+    ffi::call(fallback, || Ok(read(&**args(e)?)))
+}
+
+/// Runs one setter; NULL args give NullArgument.
+fn set(e: *mut sock_args, apply: impl FnOnce(&Args) -> Result<(), Reject>) -> bool {
+    ffi::call(false, || {
+        apply(&**args(e)?)?;
+        Ok(true)
+    })
+}
+
+/// Creates an args object whose pending operations report to `completed` with
+/// `user_token` (never dereferenced by the library).
+///
+/// Returns the new args, owned by the caller (release with `sock_args_free`), or NULL with
+/// NullArgument if `completed` is NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_args_new(
+    completed: sock_completed_fn,
+    user_token: *mut c_void,
+) -> *mut sock_args {
+    ffi::call(std::ptr::null_mut(), || {
+        let completed = completed.ok_or_else(|| Reject::null("completed"))?;
+        let notify = move |socket: &Arc<Socket>, args: &Arc<Args>| {
+            let token = args.user_token() as *mut c_void;
+            // SAFETY: the caller gave this function for exactly this call shape; the two
+            // handles are live (the pending operation holds both) until it returns.
+            unsafe {
+                completed(
+                    Arc::as_ptr(socket) as *mut sock,
+                    Arc::as_ptr(args) as *mut sock_args,
+                    token,
+                )
+            }
+        };
+        let args = Arc::new(Args::new(Box::new(notify), user_token as usize));
+        Ok(ffi::into_handle(args) as *mut sock_args)
+    })
+}
+
+/// Releases the caller's args. If an operation is in flight, the memory stays valid until
+/// its callback has returned (the callback still receives `e`), but no new operation may
+/// start with it. A socket handed out by an accept is not freed with it. NULL does nothing.
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_args_free(e: *mut sock_args) {
+    ffi::call((), || {
+        if e.is_null() {
+            return Ok(());
+        }
+        args(e)?.mark_freed();
+        ffi::release(e as *const Args);
+        Ok(())
+    })
+}
+
+/// Uses `length` bytes at `buffer` for the next operations (offset 0, count = length); the
+/// caller keeps the memory valid and untouched until each operation using it has completed.
+/// `buffer == NULL` clears it (offset = count = 0).
+///
+/// Returns true if set. False: NullArgument, InProgress, InvalidArgument (a buffer list is
+/// set, or `length` > SSIZE_MAX).
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_args_set_buffer(
+    e: *mut sock_args,
+    buffer: *mut c_void,
+    length: usize,
+) -> bool {
+    set(e, |a| a.set_buffer(buffer as *mut u8, length))
+}
+
+/// Narrows operations to `count` bytes from `offset` of the buffer.
+///
+/// Returns true if set. False: NullArgument, InProgress, InvalidArgument (unless
+/// `offset + count` <= the buffer's length, computed without overflow).
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_args_set_range(e: *mut sock_args, offset: usize, count: usize) -> bool {
+    set(e, |a| a.set_range(offset, count))
+}
+
+/// Uses a list of `count` buffers (scatter/gather). The list array is copied, so it may be
+/// reused at once; the memory each entry names must stay valid until each operation using
+/// it has completed. `list == NULL` clears; an empty list (count 0) is allowed. Any length
+/// works on stream sockets, also past IOV_MAX entries.
+///
+/// Returns true if set. False: NullArgument, InProgress, InvalidArgument (a buffer is set,
+/// an entry has a NULL pointer with a non-zero length, or the total exceeds SSIZE_MAX),
+/// OutOfMemory.
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_args_set_buffer_list(
+    e: *mut sock_args,
+    list: *const sock_buf,
+    count: usize,
+) -> bool {
+    set(e, |a| {
+        if list.is_null() {
+            return a.set_buffer_list(None);
+        }
+        let copied = ffi::copy_array(list, count, "list")?
+            .into_iter()
+            .map(|b| RawBuf {
+                ptr: b.data as *mut u8,
+                len: b.len,
+            })
+            .collect();
+        a.set_buffer_list(Some(copied))
+    })
+}
+
+/// Sets the endpoint a connect goes to, as text (`"127.0.0.1:8080"`, `"[::1]:8080"`);
+/// NULL clears it.
+///
+/// Returns true if set. False: NullArgument, InProgress, InvalidArgument (text that does not
+/// parse; no host names).
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_args_set_remote_endpoint(
+    e: *mut sock_args,
+    endpoint: *const c_char,
+) -> bool {
+    set(e, |a| {
+        let parsed = if endpoint.is_null() {
+            None
+        } else {
+            Some(endpoint::parse(ffi::c_str(endpoint, "endpoint")?)?)
+        };
+        a.set_remote_endpoint(parsed)
+    })
+}
+
+/// Replaces the user token; allowed at any time. A callback receives the token current when
+/// it runs.
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_args_set_user_token(e: *mut sock_args, user_token: *mut c_void) {
+    ffi::call((), || {
+        args(e)?.set_user_token(user_token as usize);
+        Ok(())
+    })
+}
+
+/// The user token (NULL and NullArgument for NULL args).
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_args_user_token(e: *const sock_args) -> *mut c_void {
+    get(e, std::ptr::null_mut(), |a| a.user_token() as *mut c_void)
+}
+
+/// Bytes the last completed operation sent or received (0 for NULL args).
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_args_bytes_transferred(e: *const sock_args) -> usize {
+    get(e, 0, Args::bytes_transferred)
+}
+
+/// The last completed operation's result, a `sock_socket_error` value: Success (0), or e.g.
+/// ConnectionReset (10054), OperationAborted (995). Returns -1 for NULL args.
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_args_socket_error(e: *const sock_args) -> i32 {
+    get(e, -1, Args::socket_error)
+}
+
+/// The operation last started with these args, a `sock_async_operation` value (None = 0 for
+/// a new args object, and for NULL args).
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_args_last_operation(e: *const sock_args) -> i32 {
+    get(e, 0, Args::last_operation)
+}
+
+/// The buffer offset operations start at (0 for NULL args).
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_args_offset(e: *const sock_args) -> usize {
+    get(e, 0, Args::offset)
+}
+
+/// The number of buffer bytes operations use (0 for NULL args).
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_args_count(e: *const sock_args) -> usize {
+    get(e, 0, Args::count)
+}
+
+/// The connected socket the last accept produced, or NULL (before any accept, while one is
+/// in flight, after a failed or aborted one, and for NULL args). Each accept hands out a new
+/// socket that the caller owns and must release with `sock_free`; reading it twice returns
+/// the same handle, not a second one.
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_args_accept_socket(e: *const sock_args) -> *mut sock {
+    get(e, std::ptr::null_mut(), |a| a.accept_socket() as *mut sock)
+}

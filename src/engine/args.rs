@@ -1,0 +1,347 @@
+//! The args object (.NET's SocketAsyncEventArgs): what an operation works on and what it left.
+//!
+//! One atomic word says who may touch the configuration: the caller's setters (Idle ->
+//! Configuring -> Idle) or one operation (Idle -> InFlight -> Idle). Setters are rejected while
+//! an operation owns it, and an operation start is rejected while it is owned at all. The
+//! single-buffer fields are atomics, so the small-send hot path reads them without a lock; the
+//! rarer buffer list and endpoint sit behind a mutex that only setters and operation starts
+//! that need them take. Results are atomics so a getter racing a completion reads a value,
+//! not torn memory.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use super::socket::Socket;
+use super::sys::RawBuf;
+use crate::error::{AsyncOperation, Reject, SocketError, Status};
+
+/// Called once per pending operation, on the reactor thread, after the results are in place.
+pub type Completion = Box<dyn Fn(&Arc<Socket>, &Arc<Args>) + Send + Sync>;
+
+const IDLE: u8 = 0;
+const CONFIGURING: u8 = 1;
+const IN_FLIGHT: u8 = 2;
+
+/// What an operation needs to know about the args' configuration to validate itself, read
+/// without owning the args (racy but memory-safe), then again from the owned snapshot.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Shape {
+    pub has_buffer: bool,
+    pub has_list: bool,
+    pub endpoint: Option<SocketAddr>,
+}
+
+/// The data an operation carries: nothing, one range of one buffer, or a list of buffers.
+#[derive(Clone, Debug)]
+pub enum Payload {
+    Empty,
+    Single(RawBuf),
+    List(Arc<[RawBuf]>),
+}
+
+impl Payload {
+    pub fn total_len(&self) -> usize {
+        match self {
+            Payload::Empty => 0,
+            Payload::Single(b) => b.len,
+            Payload::List(l) => l.iter().map(|b| b.len).sum(),
+        }
+    }
+}
+
+/// The configuration an operation starts with, copied out when the args are taken.
+pub struct Snapshot {
+    pub shape: Shape,
+    pub payload: Payload,
+}
+
+#[derive(Default)]
+struct Extra {
+    list: Option<Arc<[RawBuf]>>,
+    endpoint: Option<SocketAddr>,
+}
+
+pub struct Args {
+    state: AtomicU8,
+    freed: AtomicBool,
+    completion: Completion,
+    user_token: AtomicUsize,
+
+    buffer: AtomicPtr<u8>,
+    length: AtomicUsize,
+    offset: AtomicUsize,
+    count: AtomicUsize,
+    has_list: AtomicBool,
+    has_endpoint: AtomicBool,
+    extra: Mutex<Extra>,
+
+    bytes_transferred: AtomicUsize,
+    socket_error: AtomicI32,
+    last_operation: AtomicI32,
+    accepted: AtomicPtr<Socket>,
+}
+
+/// Exclusive configuration access, released (back to Idle) on drop.
+struct Configuring<'a>(&'a Args);
+
+impl Drop for Configuring<'_> {
+    fn drop(&mut self) {
+        self.0.state.store(IDLE, Ordering::Release);
+    }
+}
+
+impl Args {
+    pub fn new(completion: Completion, user_token: usize) -> Args {
+        Args {
+            state: AtomicU8::new(IDLE),
+            freed: AtomicBool::new(false),
+            completion,
+            user_token: AtomicUsize::new(user_token),
+            buffer: AtomicPtr::new(std::ptr::null_mut()),
+            length: AtomicUsize::new(0),
+            offset: AtomicUsize::new(0),
+            count: AtomicUsize::new(0),
+            has_list: AtomicBool::new(false),
+            has_endpoint: AtomicBool::new(false),
+            extra: Mutex::new(Extra::default()),
+            bytes_transferred: AtomicUsize::new(0),
+            socket_error: AtomicI32::new(0),
+            last_operation: AtomicI32::new(AsyncOperation::None as i32),
+            accepted: AtomicPtr::new(std::ptr::null_mut()),
+        }
+    }
+
+    fn extra(&self) -> MutexGuard<'_, Extra> {
+        self.extra.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn configure(&self) -> Result<Configuring<'_>, Reject> {
+        match self
+            .state
+            .compare_exchange(IDLE, CONFIGURING, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => Ok(Configuring(self)),
+            Err(_) => Err(Reject::in_progress()),
+        }
+    }
+
+    /// `sock_args_set_buffer`: a null pointer clears; otherwise offset 0, count = length.
+    pub fn set_buffer(&self, buffer: *mut u8, length: usize) -> Result<(), Reject> {
+        let _owned = self.configure()?;
+        if buffer.is_null() {
+            self.buffer.store(std::ptr::null_mut(), Ordering::Relaxed);
+            self.length.store(0, Ordering::Relaxed);
+            self.offset.store(0, Ordering::Relaxed);
+            self.count.store(0, Ordering::Relaxed);
+            return Ok(());
+        }
+        if self.has_list.load(Ordering::Relaxed) {
+            return Err(Reject::invalid(
+                "a buffer list is set: clear it before setting a buffer",
+            ));
+        }
+        if length > isize::MAX as usize {
+            return Err(Reject::invalid("buffer length exceeds SSIZE_MAX"));
+        }
+        self.buffer.store(buffer, Ordering::Relaxed);
+        self.length.store(length, Ordering::Relaxed);
+        self.offset.store(0, Ordering::Relaxed);
+        self.count.store(length, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `sock_args_set_range`: re-slices the buffer set with `set_buffer`.
+    pub fn set_range(&self, offset: usize, count: usize) -> Result<(), Reject> {
+        let _owned = self.configure()?;
+        let length = self.length.load(Ordering::Relaxed);
+        match offset.checked_add(count) {
+            Some(end) if end <= length => {
+                self.offset.store(offset, Ordering::Relaxed);
+                self.count.store(count, Ordering::Relaxed);
+                Ok(())
+            }
+            _ => Err(Reject::invalid(format!(
+                "offset {offset} + count {count} runs past the buffer's {length} bytes"
+            ))),
+        }
+    }
+
+    /// `sock_args_set_buffer_list`: None clears; the entries are copied.
+    pub fn set_buffer_list(&self, list: Option<Vec<RawBuf>>) -> Result<(), Reject> {
+        let _owned = self.configure()?;
+        let Some(list) = list else {
+            self.extra().list = None;
+            self.has_list.store(false, Ordering::Relaxed);
+            return Ok(());
+        };
+        if !self.buffer.load(Ordering::Relaxed).is_null() {
+            return Err(Reject::invalid(
+                "a buffer is set: clear it before setting a buffer list",
+            ));
+        }
+        if list.iter().any(|b| b.len > isize::MAX as usize) {
+            return Err(Reject::invalid("a buffer list entry exceeds SSIZE_MAX"));
+        }
+        let mut total: usize = 0;
+        for b in &list {
+            total = total
+                .checked_add(b.len)
+                .filter(|t| *t <= isize::MAX as usize)
+                .ok_or_else(|| {
+                    Reject::invalid("the buffer list's total length exceeds SSIZE_MAX")
+                })?;
+            if b.ptr.is_null() && b.len > 0 {
+                return Err(Reject::invalid(
+                    "a buffer list entry has a NULL pointer and a non-zero length",
+                ));
+            }
+        }
+        self.extra().list = Some(list.into());
+        self.has_list.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `sock_args_set_remote_endpoint`: None clears.
+    pub fn set_remote_endpoint(&self, endpoint: Option<SocketAddr>) -> Result<(), Reject> {
+        let _owned = self.configure()?;
+        self.extra().endpoint = endpoint;
+        self.has_endpoint
+            .store(endpoint.is_some(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn set_user_token(&self, token: usize) {
+        self.user_token.store(token, Ordering::Release);
+    }
+
+    pub fn user_token(&self) -> usize {
+        self.user_token.load(Ordering::Acquire)
+    }
+
+    pub fn offset(&self) -> usize {
+        self.offset.load(Ordering::Relaxed)
+    }
+
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn bytes_transferred(&self) -> usize {
+        self.bytes_transferred.load(Ordering::Acquire)
+    }
+
+    pub fn socket_error(&self) -> i32 {
+        self.socket_error.load(Ordering::Acquire)
+    }
+
+    pub fn last_operation(&self) -> i32 {
+        self.last_operation.load(Ordering::Acquire)
+    }
+
+    /// The socket the last accept handed out (ownership went to the caller), or null.
+    pub fn accept_socket(&self) -> *const Socket {
+        self.accepted.load(Ordering::Acquire)
+    }
+
+    pub fn is_in_flight(&self) -> bool {
+        self.state.load(Ordering::Acquire) == IN_FLIGHT
+    }
+
+    /// The configuration as an operation would see it, without owning the args. Used only to
+    /// pick the right rejection before the args are taken.
+    pub fn peek_shape(&self) -> Shape {
+        let endpoint = if self.has_endpoint.load(Ordering::Relaxed) {
+            self.extra().endpoint
+        } else {
+            None
+        };
+        Shape {
+            has_buffer: !self.buffer.load(Ordering::Relaxed).is_null(),
+            has_list: self.has_list.load(Ordering::Relaxed),
+            endpoint,
+        }
+    }
+
+    /// Takes the args for an operation and copies out its configuration.
+    pub fn begin(&self) -> Result<Snapshot, Reject> {
+        if self.freed.load(Ordering::Relaxed) {
+            return Err(Reject::new(
+                Status::InvalidArgument,
+                "the args object was freed (sock_args_free)",
+            ));
+        }
+        if self
+            .state
+            .compare_exchange(IDLE, IN_FLIGHT, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(Reject::in_progress());
+        }
+        let buffer = self.buffer.load(Ordering::Relaxed);
+        let has_list = self.has_list.load(Ordering::Relaxed);
+        let has_endpoint = self.has_endpoint.load(Ordering::Relaxed);
+        let (list, endpoint) = if has_list || has_endpoint {
+            let extra = self.extra();
+            (extra.list.clone(), extra.endpoint)
+        } else {
+            (None, None)
+        };
+        let payload = match list {
+            Some(list) if !list.is_empty() => Payload::List(list),
+            Some(_) => Payload::Empty,
+            None if buffer.is_null() => Payload::Empty,
+            None => Payload::Single(RawBuf {
+                ptr: buffer.wrapping_add(self.offset.load(Ordering::Relaxed)),
+                len: self.count.load(Ordering::Relaxed),
+            }),
+        };
+        Ok(Snapshot {
+            shape: Shape {
+                has_buffer: !buffer.is_null(),
+                has_list,
+                endpoint,
+            },
+            payload,
+        })
+    }
+
+    /// Gives the args back untouched after `begin` (a check failed after all).
+    pub fn abandon(&self) {
+        self.state.store(IDLE, Ordering::Release);
+    }
+
+    /// Records the start of an accepted operation (.NET sets LastOperation at the start).
+    pub fn started(&self, operation: AsyncOperation) {
+        self.last_operation
+            .store(operation as i32, Ordering::Relaxed);
+        self.bytes_transferred.store(0, Ordering::Relaxed);
+        self.socket_error
+            .store(SocketError::Success as i32, Ordering::Relaxed);
+        if operation == AsyncOperation::Accept {
+            self.accepted.store(std::ptr::null_mut(), Ordering::Relaxed);
+        }
+    }
+
+    /// Stores the results and makes the args reusable.
+    pub fn finish(&self, bytes: usize, error: SocketError, accepted: Option<Arc<Socket>>) {
+        self.bytes_transferred.store(bytes, Ordering::Relaxed);
+        self.socket_error.store(error as i32, Ordering::Relaxed);
+        if let Some(socket) = accepted {
+            self.accepted
+                .store(Arc::into_raw(socket) as *mut Socket, Ordering::Relaxed);
+        }
+        self.state.store(IDLE, Ordering::Release);
+    }
+
+    /// Runs the completion callback (reactor thread only).
+    pub fn notify(self: &Arc<Self>, socket: &Arc<Socket>) {
+        (self.completion)(socket, self);
+    }
+
+    /// The caller gave up its handle; operations on it are refused from now on (a callback
+    /// still holds it valid until it returns).
+    pub fn mark_freed(&self) {
+        self.freed.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,16 @@
+//! The safe core: sockets, args, operation queues and the reactor. Nothing here knows about
+//! C; the FFI modules convert pointers and codes and call in.
+
+pub mod args;
+pub mod endpoint;
+pub mod fd;
+pub mod op;
+pub mod queue;
+pub mod reactor;
+pub mod socket;
+pub mod sys;
+
+pub use args::{Args, Completion};
+pub use endpoint::AddressFamily;
+pub use socket::{ProtocolType, ShutdownHow, Socket, SocketOption, SocketType};
+pub use sys::RawBuf;

@@ -1,0 +1,290 @@
+//! Operations and one attempt at each: the system call, tried on the caller's thread first and
+//! by the reactor after a readiness edge. An attempt either finishes the operation (with a
+//! result) or says the kernel would block; it never blocks and never reports EAGAIN.
+
+use std::sync::Arc;
+
+use super::args::{Args, Payload};
+use super::socket::Socket;
+use super::sys::{self, RawBuf};
+use crate::error::{AsyncOperation, SocketError};
+
+/// How an operation ended.
+pub struct Finished {
+    pub bytes: usize,
+    pub error: SocketError,
+    pub accepted: Option<Arc<Socket>>,
+}
+
+impl Finished {
+    pub fn ok(bytes: usize) -> Finished {
+        Finished {
+            bytes,
+            error: SocketError::Success,
+            accepted: None,
+        }
+    }
+
+    pub fn failed(bytes: usize, error: SocketError) -> Finished {
+        Finished {
+            bytes,
+            error,
+            accepted: None,
+        }
+    }
+}
+
+pub enum Attempt {
+    Done(Finished),
+    WouldBlock,
+}
+
+/// A stream or datagram send's progress through its payload.
+pub struct Transfer {
+    payload: Payload,
+    /// Buffer-list cursor: entry index and bytes already sent from that entry.
+    index: usize,
+    skip: usize,
+    done: usize,
+    total: usize,
+}
+
+impl Transfer {
+    pub fn new(payload: Payload) -> Transfer {
+        let total = payload.total_len();
+        Transfer {
+            payload,
+            index: 0,
+            skip: 0,
+            done: 0,
+            total,
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    fn send(&mut self, fd: i32, stream: bool) -> Attempt {
+        while self.done < self.total {
+            let sent = match &self.payload {
+                Payload::Empty => break,
+                Payload::Single(b) => sys::send(
+                    fd,
+                    RawBuf {
+                        ptr: b.ptr.wrapping_add(self.done),
+                        len: b.len - self.done,
+                    },
+                ),
+                Payload::List(list) => sys::sendmsg(fd, &list[self.index..], self.skip),
+            };
+            match sent {
+                Ok(n) => {
+                    self.done += n;
+                    if let Payload::List(list) = &self.payload {
+                        (self.index, self.skip) = sys::advance(list, self.index, self.skip, n);
+                    }
+                    if !stream {
+                        // A datagram goes out whole in one call, or not at all.
+                        return Attempt::Done(Finished::ok(n));
+                    }
+                }
+                Err(libc::EAGAIN) => return Attempt::WouldBlock,
+                Err(e) => {
+                    return Attempt::Done(Finished::failed(self.done, SocketError::from_errno(e)));
+                }
+            }
+        }
+        Attempt::Done(Finished::ok(self.done))
+    }
+}
+
+pub enum ConnectPhase {
+    Start,
+    Waiting,
+    Sending,
+}
+
+pub enum Kind {
+    Accept,
+    Connect {
+        addr: socket2::SockAddr,
+        phase: ConnectPhase,
+        /// .NET sends the args' buffer once connected; bytes transferred counts it.
+        then: Transfer,
+    },
+    Send(Transfer),
+    Receive(Payload),
+    Disconnect,
+}
+
+impl Kind {
+    pub fn operation(&self) -> AsyncOperation {
+        match self {
+            Kind::Accept => AsyncOperation::Accept,
+            Kind::Connect { .. } => AsyncOperation::Connect,
+            Kind::Send(_) => AsyncOperation::Send,
+            Kind::Receive(_) => AsyncOperation::Receive,
+            Kind::Disconnect => AsyncOperation::Disconnect,
+        }
+    }
+
+    /// Bytes already moved, reported if the operation is aborted now.
+    pub fn progress(&self) -> usize {
+        match self {
+            Kind::Send(t) | Kind::Connect { then: t, .. } => t.done,
+            _ => 0,
+        }
+    }
+
+    /// One non-blocking try. `socket` is the socket the operation was issued on.
+    pub fn attempt(&mut self, socket: &Socket) -> Attempt {
+        let Some(fd) = socket.fd().acquire() else {
+            return Attempt::Done(Finished::failed(
+                self.progress(),
+                SocketError::OperationAborted,
+            ));
+        };
+        let fd = fd.raw();
+        match self {
+            Kind::Send(t) => match t.send(fd, socket.is_stream()) {
+                Attempt::Done(f) if f.error == SocketError::Shutdown && !socket.was_connected() => {
+                    // The kernel says EPIPE; .NET says the socket was never connected.
+                    Attempt::Done(Finished::failed(f.bytes, SocketError::NotConnected))
+                }
+                other => other,
+            },
+            Kind::Receive(payload) => receive(fd, payload),
+            Kind::Accept => match sys::accept(fd) {
+                Ok(new_fd) => match socket.adopt_accepted(new_fd) {
+                    Ok(accepted) => Attempt::Done(Finished {
+                        bytes: 0,
+                        error: SocketError::Success,
+                        accepted: Some(accepted),
+                    }),
+                    Err(error) => Attempt::Done(Finished::failed(0, error)),
+                },
+                Err(libc::EAGAIN) => Attempt::WouldBlock,
+                Err(e) => Attempt::Done(Finished::failed(0, SocketError::from_errno(e))),
+            },
+            Kind::Connect { addr, phase, then } => loop {
+                match phase {
+                    ConnectPhase::Start => match sys::connect(fd, addr) {
+                        Ok(()) => {
+                            socket.connect_finished(true);
+                            *phase = ConnectPhase::Sending;
+                        }
+                        Err(libc::EINPROGRESS) => {
+                            *phase = ConnectPhase::Waiting;
+                            return Attempt::WouldBlock;
+                        }
+                        Err(e) => {
+                            socket.connect_finished(false);
+                            return Attempt::Done(Finished::failed(0, SocketError::from_errno(e)));
+                        }
+                    },
+                    ConnectPhase::Waiting => {
+                        match sys::connect_finished(fd).and_then(|done| {
+                            if done {
+                                sys::take_error(fd).map(Some)
+                            } else {
+                                Ok(None)
+                            }
+                        }) {
+                            Ok(None) => return Attempt::WouldBlock,
+                            Ok(Some(0)) => {
+                                socket.connect_finished(true);
+                                *phase = ConnectPhase::Sending;
+                            }
+                            Ok(Some(e)) | Err(e) => {
+                                socket.connect_finished(false);
+                                return Attempt::Done(Finished::failed(
+                                    0,
+                                    SocketError::from_errno(e),
+                                ));
+                            }
+                        }
+                    }
+                    ConnectPhase::Sending => return then.send(fd, socket.is_stream()),
+                }
+            },
+            Kind::Disconnect => match sys::shutdown(fd, libc::SHUT_RDWR) {
+                Ok(()) => {
+                    socket.mark_send_shutdown();
+                    Attempt::Done(Finished::ok(0))
+                }
+                Err(e) => Attempt::Done(Finished::failed(0, SocketError::from_errno(e))),
+            },
+        }
+    }
+}
+
+fn receive(fd: i32, payload: &Payload) -> Attempt {
+    let result = match payload {
+        _ if payload.total_len() == 0 => {
+            // A zero-byte receive waits for data without consuming it. A 0-byte recv would
+            // return at once, so peek one byte instead (as .NET does).
+            let mut byte = 0u8;
+            let probe = RawBuf {
+                ptr: &mut byte,
+                len: 1,
+            };
+            sys::recv(fd, probe, libc::MSG_PEEK).map(|_| 0)
+        }
+        Payload::Single(b) => sys::recv(fd, *b, 0),
+        Payload::List(list) => return receive_list(fd, list),
+        Payload::Empty => unreachable!("an empty payload has total length 0"),
+    };
+    match result {
+        Ok(n) => Attempt::Done(Finished::ok(n)),
+        Err(libc::EAGAIN) => Attempt::WouldBlock,
+        Err(e) => Attempt::Done(Finished::failed(0, SocketError::from_errno(e))),
+    }
+}
+
+/// Fills the list batch by batch while the kernel has data, so lists longer than one
+/// recvmsg can take still fill in one receive.
+fn receive_list(fd: i32, list: &[RawBuf]) -> Attempt {
+    let mut got = 0;
+    let mut index = 0;
+    while index < list.len() {
+        let batch = &list[index..];
+        match sys::recvmsg(fd, batch) {
+            Ok((n, room, used)) => {
+                got += n;
+                if n == 0 || n < room {
+                    break;
+                }
+                index += used;
+            }
+            Err(libc::EAGAIN) if got == 0 => return Attempt::WouldBlock,
+            Err(e) if got == 0 => {
+                return Attempt::Done(Finished::failed(0, SocketError::from_errno(e)));
+            }
+            // Data already received is delivered; the error shows on the next receive.
+            Err(_) => break,
+        }
+    }
+    Attempt::Done(Finished::ok(got))
+}
+
+/// An operation waiting in a socket's queue: what to do, and who to tell.
+pub struct Pending {
+    pub kind: Kind,
+    pub args: Arc<Args>,
+    pub socket: Arc<Socket>,
+}
+
+impl Pending {
+    /// Stores the results and runs the callback (reactor thread).
+    pub fn complete(self, finished: Finished) {
+        self.args
+            .finish(finished.bytes, finished.error, finished.accepted);
+        self.args.notify(&self.socket);
+    }
+
+    pub fn abort(self) {
+        let bytes = self.kind.progress();
+        self.complete(Finished::failed(bytes, SocketError::OperationAborted));
+    }
+}

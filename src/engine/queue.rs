@@ -1,0 +1,228 @@
+//! A socket's queue of operations for one direction (reads: accept and receive; writes:
+//! connect, send and disconnect), after .NET's SocketAsyncContext.OperationQueue.
+//!
+//! Exactly one party owns the head of the queue at a time: a caller trying its operation
+//! right now, or the reactor. That keeps concurrent sends from interleaving and serves
+//! receives in order. An operation only queues once the kernel said "would block", and a
+//! readiness edge that lands between that answer and the queueing is caught by a sequence
+//! number the reactor bumps on every edge: if it moved, the caller tries again instead.
+//!
+//! States: Idle (no one owns, nothing queued) -> Busy (an owner is trying) -> Busy+queued
+//! (others queued behind the owner) -> Waiting (the head would block; the next edge resumes)
+//! and Stopped (closed). Only Idle -> Busy happens without the lock, so a caller whose queue
+//! is empty pays one compare-and-swap, and gives the queue back with another.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use super::args::Args;
+use super::op::{Attempt, Kind, Pending};
+use super::socket::Socket;
+use crate::error::{Reject, SocketError};
+
+const IDLE: u8 = 0;
+const BUSY: u8 = 1;
+const BUSY_QUEUED: u8 = 2;
+const WAITING: u8 = 3;
+const STOPPED: u8 = 4;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Read,
+    Write,
+}
+
+pub struct OpQueue {
+    direction: Direction,
+    state: AtomicU8,
+    /// Readiness edges seen; changed only under the lock.
+    seq: AtomicU64,
+    ops: Mutex<VecDeque<Pending>>,
+}
+
+impl OpQueue {
+    pub fn new(direction: Direction) -> OpQueue {
+        OpQueue {
+            direction,
+            state: AtomicU8::new(IDLE),
+            seq: AtomicU64::new(0),
+            ops: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Pending>> {
+        self.ops.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts an operation whose args the caller has taken (`Args::begin`). Ok(true): pending,
+    /// the callback will run on the reactor. Ok(false): finished, results are in the args.
+    /// Err: rejected (the socket closed meanwhile) and the args were given back untouched.
+    pub fn start(
+        &self,
+        socket: &Arc<Socket>,
+        args: &Arc<Args>,
+        kind: Kind,
+    ) -> Result<bool, Reject> {
+        loop {
+            if self
+                .state
+                .compare_exchange(IDLE, BUSY, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                args.started(kind.operation());
+                return Ok(self.run_owned(socket, args, kind));
+            }
+            let mut ops = self.lock();
+            match self.state.load(Ordering::Relaxed) {
+                IDLE => continue,
+                STOPPED => {
+                    drop(ops);
+                    args.abandon();
+                    return Err(Reject::disposed());
+                }
+                state => {
+                    if state == BUSY {
+                        self.state.store(BUSY_QUEUED, Ordering::Relaxed);
+                    }
+                    args.started(kind.operation());
+                    ops.push_back(Pending {
+                        kind,
+                        args: Arc::clone(args),
+                        socket: Arc::clone(socket),
+                    });
+                    return Ok(true);
+                }
+            }
+        }
+    }
+
+    /// The caller owns the head: try now, queue only if the kernel would block.
+    fn run_owned(&self, socket: &Arc<Socket>, args: &Arc<Args>, mut kind: Kind) -> bool {
+        let mut observed = self.seq.load(Ordering::Acquire);
+        loop {
+            match kind.attempt(socket) {
+                Attempt::Done(finished) => {
+                    self.release_after_caller(socket);
+                    args.finish(finished.bytes, finished.error, finished.accepted);
+                    return false;
+                }
+                Attempt::WouldBlock => {
+                    let mut ops = self.lock();
+                    if self.state.load(Ordering::Relaxed) == STOPPED {
+                        drop(ops);
+                        args.finish(kind.progress(), SocketError::OperationAborted, None);
+                        return false;
+                    }
+                    let now = self.seq.load(Ordering::Relaxed);
+                    if now != observed {
+                        // An edge came after our attempt: the kernel may be ready again.
+                        observed = now;
+                        continue;
+                    }
+                    ops.push_front(Pending {
+                        kind,
+                        args: Arc::clone(args),
+                        socket: Arc::clone(socket),
+                    });
+                    self.state.store(WAITING, Ordering::Release);
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// The caller's operation finished: give the queue back, or hand what queued up behind
+    /// it to the reactor (their callbacks must run there, and no edge may come to wake them).
+    fn release_after_caller(&self, socket: &Arc<Socket>) {
+        if self
+            .state
+            .compare_exchange(BUSY, IDLE, Ordering::Release, Ordering::Relaxed)
+            .is_ok()
+        {
+            return;
+        }
+        let ops = self.lock();
+        if self.state.load(Ordering::Relaxed) == BUSY_QUEUED {
+            self.state.store(BUSY, Ordering::Relaxed);
+            drop(ops);
+            socket.reactor().process(Arc::clone(socket), self.direction);
+        }
+    }
+
+    /// A readiness edge for this direction (reactor thread).
+    pub fn on_ready(&self, socket: &Socket) {
+        let ops = self.lock();
+        self.seq.fetch_add(1, Ordering::Relaxed);
+        if self.state.load(Ordering::Relaxed) != WAITING {
+            return;
+        }
+        self.state.store(BUSY, Ordering::Relaxed);
+        drop(ops);
+        self.process(socket);
+    }
+
+    /// Runs queued operations until one would block or none are left (reactor thread, which
+    /// owns the head). Callbacks run without the lock, so they may issue, close or free.
+    pub fn process(&self, socket: &Socket) {
+        loop {
+            let mut ops = self.lock();
+            if self.state.load(Ordering::Relaxed) == STOPPED {
+                return;
+            }
+            let Some(mut op) = ops.pop_front() else {
+                self.state.store(IDLE, Ordering::Release);
+                return;
+            };
+            let mut observed = self.seq.load(Ordering::Relaxed);
+            drop(ops);
+            loop {
+                match op.kind.attempt(socket) {
+                    Attempt::Done(finished) => {
+                        let ops = self.lock();
+                        let more = match self.state.load(Ordering::Relaxed) {
+                            STOPPED => false,
+                            _ if ops.is_empty() => {
+                                // Given back before the callback, so an operation issued
+                                // from it tries the system call at once.
+                                self.state.store(IDLE, Ordering::Release);
+                                false
+                            }
+                            _ => true,
+                        };
+                        drop(ops);
+                        op.complete(finished);
+                        if !more {
+                            return;
+                        }
+                        break;
+                    }
+                    Attempt::WouldBlock => {
+                        let mut ops = self.lock();
+                        if self.state.load(Ordering::Relaxed) == STOPPED {
+                            drop(ops);
+                            op.abort();
+                            return;
+                        }
+                        let now = self.seq.load(Ordering::Relaxed);
+                        if now != observed {
+                            observed = now;
+                            continue;
+                        }
+                        ops.push_front(op);
+                        self.state.store(WAITING, Ordering::Release);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes the queue and takes what was waiting, to be aborted. An operation an owner is
+    /// trying right now is finished or aborted by that owner.
+    pub fn stop(&self) -> Vec<Pending> {
+        let mut ops = self.lock();
+        self.state.store(STOPPED, Ordering::Release);
+        ops.drain(..).collect()
+    }
+}

@@ -1,0 +1,488 @@
+//! The socket: a non-blocking descriptor registered with the reactor, its two operation
+//! queues, and the little state .NET keeps to reject misuse (bound, listening, connected).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::Duration;
+
+use super::args::{Args, Shape, Snapshot};
+use super::endpoint::Family;
+use super::fd::Fd;
+use super::op::{ConnectPhase, Kind, Transfer};
+use super::queue::{Direction, OpQueue};
+use super::reactor::{self, Reactor};
+use super::sys;
+use crate::error::{AsyncOperation, Reject, SocketError, Status};
+
+const FRESH: u8 = 0;
+const CONNECTING: u8 = 1;
+const CONNECTED: u8 = 2;
+const LISTENING: u8 = 3;
+
+/// .NET's `SocketType` numbers, as `sock_create` takes them.
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SocketType {
+    Stream = 1,
+    Dgram = 2,
+}
+
+/// .NET's `ProtocolType` numbers, as `sock_create` takes them.
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProtocolType {
+    /// The default protocol for the socket type.
+    Unspecified = 0,
+    Tcp = 6,
+    Udp = 17,
+}
+
+/// Options for `sock_set_option` and `sock_get_option`, with the contract's numbers.
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SocketOption {
+    NoDelay = 1,
+    ReuseAddress = 2,
+    KeepAlive = 3,
+    SendBufferSize = 4,
+    ReceiveBufferSize = 5,
+    /// Seconds; -1 = off; 0 = close resets the connection.
+    Linger = 6,
+}
+
+impl SocketOption {
+    pub fn from_code(code: i32) -> Option<SocketOption> {
+        use SocketOption::*;
+        [
+            NoDelay,
+            ReuseAddress,
+            KeepAlive,
+            SendBufferSize,
+            ReceiveBufferSize,
+            Linger,
+        ]
+        .into_iter()
+        .find(|o| *o as i32 == code)
+    }
+}
+
+/// `sock_shutdown`'s `how`, with .NET's SocketShutdown numbers.
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutdownHow {
+    Receive = 0,
+    Send = 1,
+    Both = 2,
+}
+
+pub struct Socket {
+    fd: Fd,
+    family: Family,
+    stream: bool,
+    phase: AtomicU8,
+    bound: AtomicBool,
+    was_connected: AtomicBool,
+    send_shutdown: AtomicBool,
+    read: OpQueue,
+    write: OpQueue,
+    reactor: Arc<Reactor>,
+}
+
+fn errno_reject(errno: i32, what: &str) -> Reject {
+    Reject::socket(SocketError::from_errno(errno), what)
+}
+
+impl Socket {
+    /// `sock_create`, with .NET's AddressFamily, SocketType and ProtocolType numbers.
+    pub fn create(family: i32, socket_type: i32, protocol: i32) -> Result<Arc<Socket>, Reject> {
+        let family = Family::from_dotnet(family)?;
+        let (ty, stream) = match socket_type {
+            t if t == SocketType::Stream as i32 => (libc::SOCK_STREAM, true),
+            t if t == SocketType::Dgram as i32 => (libc::SOCK_DGRAM, false),
+            other => {
+                return Err(Reject::invalid(format!(
+                    "unknown socket type {other} (Stream=1, Dgram=2)"
+                )));
+            }
+        };
+        let protocol = match protocol {
+            p if p == ProtocolType::Unspecified as i32 => 0,
+            p if p == ProtocolType::Tcp as i32 => libc::IPPROTO_TCP,
+            p if p == ProtocolType::Udp as i32 => libc::IPPROTO_UDP,
+            other => {
+                return Err(Reject::invalid(format!(
+                    "unknown protocol {other} (0 = default, Tcp=6, Udp=17)"
+                )));
+            }
+        };
+        let fd =
+            sys::socket(family.domain(), ty, protocol).map_err(|e| errno_reject(e, "socket"))?;
+        let reactor = match reactor::current() {
+            Ok(reactor) => reactor,
+            Err(err) => {
+                sys::close(fd);
+                return Err(Reject::io(&err, "starting the reactor"));
+            }
+        };
+        Socket::registered(fd, family, stream, FRESH, reactor)
+            .map_err(|e| Reject::socket(e, "registering the socket"))
+    }
+
+    /// Wraps an open descriptor (closing it if registration fails).
+    fn registered(
+        fd: i32,
+        family: Family,
+        stream: bool,
+        phase: u8,
+        reactor: Arc<Reactor>,
+    ) -> Result<Arc<Socket>, SocketError> {
+        let socket = Arc::new(Socket {
+            fd: Fd::new(fd),
+            family,
+            stream,
+            phase: AtomicU8::new(phase),
+            bound: AtomicBool::new(phase == CONNECTED),
+            was_connected: AtomicBool::new(phase == CONNECTED),
+            send_shutdown: AtomicBool::new(false),
+            read: OpQueue::new(Direction::Read),
+            write: OpQueue::new(Direction::Write),
+            reactor,
+        });
+        // On failure the Arc drops here and Fd's Drop closes the descriptor.
+        socket
+            .reactor
+            .register(&socket, fd)
+            .map_err(|err| SocketError::from_io(&err))?;
+        Ok(socket)
+    }
+
+    /// A connection just accepted on this listening socket.
+    pub(crate) fn adopt_accepted(&self, fd: i32) -> Result<Arc<Socket>, SocketError> {
+        Socket::registered(
+            fd,
+            self.family,
+            self.stream,
+            CONNECTED,
+            Arc::clone(&self.reactor),
+        )
+    }
+
+    pub(crate) fn fd(&self) -> &Fd {
+        &self.fd
+    }
+
+    pub(crate) fn reactor(&self) -> &Reactor {
+        &self.reactor
+    }
+
+    pub(crate) fn queue(&self, direction: Direction) -> &OpQueue {
+        match direction {
+            Direction::Read => &self.read,
+            Direction::Write => &self.write,
+        }
+    }
+
+    pub fn is_stream(&self) -> bool {
+        self.stream
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.fd.is_closed()
+    }
+
+    pub(crate) fn was_connected(&self) -> bool {
+        self.was_connected.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn connect_finished(&self, connected: bool) {
+        if connected {
+            self.was_connected.store(true, Ordering::Release);
+            self.bound.store(true, Ordering::Relaxed);
+        }
+        self.phase
+            .store(if connected { CONNECTED } else { FRESH }, Ordering::Release);
+    }
+
+    pub(crate) fn mark_send_shutdown(&self) {
+        self.send_shutdown.store(true, Ordering::Relaxed);
+    }
+
+    /// The socket is open (.NET checks disposal before anything else).
+    pub fn check_open(&self) -> Result<(), Reject> {
+        if self.is_closed() {
+            Err(Reject::disposed())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Runs `f` on the open descriptor.
+    fn with_fd<R>(&self, f: impl FnOnce(i32) -> Result<R, Reject>) -> Result<R, Reject> {
+        let fd = self.fd.acquire().ok_or_else(Reject::disposed)?;
+        f(fd.raw())
+    }
+
+    fn check_family(&self, endpoint: &SocketAddr) -> Result<(), Reject> {
+        if Family::of(endpoint) == self.family {
+            Ok(())
+        } else {
+            Err(Reject::new(
+                Status::NotSupported,
+                format!(
+                    "endpoint {endpoint} is not of the socket's address family ({})",
+                    self.family
+                ),
+            ))
+        }
+    }
+
+    pub fn bind(&self, endpoint: SocketAddr) -> Result<(), Reject> {
+        self.check_family(&endpoint)?;
+        self.with_fd(|fd| {
+            sys::with_sock(fd, |s| s.bind(&endpoint.into())).map_err(|e| Reject::io(&e, "bind"))
+        })?;
+        self.bound.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    pub fn listen(&self, backlog: i32) -> Result<(), Reject> {
+        self.with_fd(|fd| {
+            sys::with_sock(fd, |s| s.listen(backlog)).map_err(|e| Reject::io(&e, "listen"))
+        })?;
+        self.phase.store(LISTENING, Ordering::Release);
+        Ok(())
+    }
+
+    fn endpoint(&self, peer: bool) -> Result<SocketAddr, Reject> {
+        let what = if peer { "getpeername" } else { "getsockname" };
+        let addr = self.with_fd(|fd| {
+            sys::with_sock(fd, |s| if peer { s.peer_addr() } else { s.local_addr() })
+                .map_err(|e| Reject::io(&e, what))
+        })?;
+        addr.as_socket()
+            .ok_or_else(|| Reject::new(Status::NotSupported, "not an IP endpoint"))
+    }
+
+    pub fn local_endpoint(&self) -> Result<SocketAddr, Reject> {
+        self.endpoint(false)
+    }
+
+    pub fn remote_endpoint(&self) -> Result<SocketAddr, Reject> {
+        self.endpoint(true)
+    }
+
+    pub fn set_option(&self, option: SocketOption, value: i64) -> Result<(), Reject> {
+        use SocketOption::*;
+        let flag = || match value {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(Reject::invalid(format!(
+                "option {option:?} is a boolean: 0 or 1, not {value}"
+            ))),
+        };
+        let size = || {
+            usize::try_from(value)
+                .ok()
+                .filter(|v| *v > 0 && *v <= i32::MAX as usize)
+                .ok_or_else(|| {
+                    Reject::invalid(format!(
+                        "option {option:?} takes a size from 1 to {}, not {value}",
+                        i32::MAX
+                    ))
+                })
+        };
+        let linger = || match value {
+            -1 => Ok(None),
+            0..=65535 => Ok(Some(Duration::from_secs(value as u64))),
+            _ => Err(Reject::invalid(format!(
+                "Linger takes -1 (off) or 0 to 65535 seconds, not {value}"
+            ))),
+        };
+        self.with_fd(|fd| {
+            sys::with_sock(fd, |s| -> Result<(), Reject> {
+                let result = match option {
+                    NoDelay => s.set_tcp_nodelay(flag()?),
+                    ReuseAddress => s.set_reuse_address(flag()?),
+                    KeepAlive => s.set_keepalive(flag()?),
+                    SendBufferSize => s.set_send_buffer_size(size()?),
+                    ReceiveBufferSize => s.set_recv_buffer_size(size()?),
+                    Linger => s.set_linger(linger()?),
+                };
+                result.map_err(|e| Reject::io(&e, "setsockopt"))
+            })
+        })
+    }
+
+    pub fn get_option(&self, option: SocketOption) -> Result<i64, Reject> {
+        use SocketOption::*;
+        self.with_fd(|fd| {
+            sys::with_sock(fd, |s| {
+                let value = match option {
+                    NoDelay => s.tcp_nodelay().map(i64::from),
+                    ReuseAddress => s.reuse_address().map(i64::from),
+                    KeepAlive => s.keepalive().map(i64::from),
+                    SendBufferSize => s.send_buffer_size().map(|v| v as i64),
+                    ReceiveBufferSize => s.recv_buffer_size().map(|v| v as i64),
+                    Linger => s.linger().map(|l| l.map_or(-1, |d| d.as_secs() as i64)),
+                };
+                value.map_err(|e| Reject::io(&e, "getsockopt"))
+            })
+        })
+    }
+
+    pub fn shutdown(&self, how: ShutdownHow) -> Result<(), Reject> {
+        let raw = match how {
+            ShutdownHow::Receive => libc::SHUT_RD,
+            ShutdownHow::Send => libc::SHUT_WR,
+            ShutdownHow::Both => libc::SHUT_RDWR,
+        };
+        self.with_fd(|fd| sys::shutdown(fd, raw).map_err(|e| errno_reject(e, "shutdown")))?;
+        if how != ShutdownHow::Receive {
+            self.mark_send_shutdown();
+        }
+        Ok(())
+    }
+
+    /// Closes the socket. Pending operations complete with OperationAborted on the reactor
+    /// thread; if there were any, the close resets the connection unless sending was shut
+    /// down first. Idempotent.
+    pub fn close(&self) {
+        let Some(fd) = self.fd.close() else {
+            return;
+        };
+        let mut aborted = self.read.stop();
+        aborted.extend(self.write.stop());
+        if !aborted.is_empty() && self.stream && !self.send_shutdown.load(Ordering::Relaxed) {
+            // Abortive: the peer must not mistake an abandoned transfer for a clean end.
+            let _ = sys::with_sock(fd.raw(), |s| s.set_linger(Some(Duration::ZERO)));
+        }
+        self.reactor.deregister(self, fd.raw());
+        self.reactor.abort(aborted);
+        // The descriptor closes when the last user (possibly this guard) lets go.
+        drop(fd);
+    }
+
+    /// The checks .NET makes before taking the args: first against the args as they are
+    /// (even if another operation owns them), then again once taken.
+    fn begin(
+        &self,
+        args: &Args,
+        check: impl Fn(&Socket, &Shape) -> Result<(), Reject>,
+    ) -> Result<Snapshot, Reject> {
+        self.check_open()?;
+        check(self, &args.peek_shape())?;
+        let snapshot = args.begin()?;
+        if let Err(reject) = check(self, &snapshot.shape) {
+            args.abandon();
+            return Err(reject);
+        }
+        Ok(snapshot)
+    }
+
+    pub fn accept_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
+        self.begin(args, |s, shape| {
+            if shape.has_list {
+                return Err(Reject::invalid("accept does not take a buffer list"));
+            }
+            if !s.bound.load(Ordering::Acquire) {
+                return Err(Reject::new(
+                    Status::InvalidOperation,
+                    "accept needs a bound socket: call sock_bind first",
+                ));
+            }
+            if s.phase.load(Ordering::Acquire) != LISTENING {
+                return Err(Reject::new(
+                    Status::InvalidOperation,
+                    "accept needs a listening socket: call sock_listen first",
+                ));
+            }
+            if shape.has_buffer {
+                return Err(Reject::new(
+                    Status::NotSupported,
+                    "accept with a receive buffer is not supported: clear the buffer",
+                ));
+            }
+            Ok(())
+        })?;
+        self.read.start(self, args, Kind::Accept)
+    }
+
+    pub fn connect_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
+        let snapshot = self.begin(args, |s, shape| {
+            if shape.has_list {
+                return Err(Reject::invalid("connect does not take a buffer list"));
+            }
+            let Some(endpoint) = shape.endpoint else {
+                return Err(Reject::invalid(
+                    "connect needs a remote endpoint: call sock_args_set_remote_endpoint",
+                ));
+            };
+            match s.phase.load(Ordering::Acquire) {
+                LISTENING => {
+                    return Err(Reject::new(
+                        Status::InvalidOperation,
+                        "connect on a listening socket",
+                    ));
+                }
+                CONNECTED => {
+                    return Err(Reject::socket(SocketError::IsConnected, "connect"));
+                }
+                _ => {}
+            }
+            s.check_family(&endpoint)?;
+            if s.phase.load(Ordering::Acquire) == CONNECTING {
+                return Err(Reject::new(
+                    Status::InvalidOperation,
+                    "a connect is already in progress on this socket",
+                ));
+            }
+            Ok(())
+        })?;
+        let Some(endpoint) = snapshot.shape.endpoint else {
+            unreachable!("checked by begin");
+        };
+        self.phase.store(CONNECTING, Ordering::Release);
+        let kind = Kind::Connect {
+            addr: endpoint.into(),
+            phase: ConnectPhase::Start,
+            then: Transfer::new(snapshot.payload),
+        };
+        let started = self.write.start(self, args, kind);
+        if started.is_err() {
+            self.phase.store(FRESH, Ordering::Release);
+        }
+        started
+    }
+
+    pub fn send_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
+        let snapshot = self.begin(args, |_, _| Ok(()))?;
+        if self.stream && !self.was_connected() && self.phase.load(Ordering::Acquire) != CONNECTING
+        {
+            return Ok(self.finish_now(args, AsyncOperation::Send, SocketError::NotConnected));
+        }
+        self.write
+            .start(self, args, Kind::Send(Transfer::new(snapshot.payload)))
+    }
+
+    pub fn receive_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
+        let snapshot = self.begin(args, |_, _| Ok(()))?;
+        if self.stream && !self.was_connected() && self.phase.load(Ordering::Acquire) != CONNECTING
+        {
+            return Ok(self.finish_now(args, AsyncOperation::Receive, SocketError::NotConnected));
+        }
+        self.read.start(self, args, Kind::Receive(snapshot.payload))
+    }
+
+    pub fn disconnect_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
+        self.begin(args, |_, _| Ok(()))?;
+        self.write.start(self, args, Kind::Disconnect)
+    }
+
+    /// Completes an accepted operation on the caller's thread without a system call.
+    fn finish_now(&self, args: &Args, operation: AsyncOperation, error: SocketError) -> bool {
+        args.started(operation);
+        args.finish(0, error, None);
+        false
+    }
+}

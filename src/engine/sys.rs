@@ -1,0 +1,289 @@
+//! The few system-call wrappers. Every `unsafe` of the safe core lives here.
+//!
+//! Each wrapper retries EINTR (managed hosts interrupt every thread for garbage collection),
+//! returns `Err(errno)` otherwise, and never raises SIGPIPE (sends carry MSG_NOSIGNAL).
+
+use std::os::fd::{BorrowedFd, RawFd};
+
+pub type Errno = i32;
+
+/// Caller-owned memory: a pointer and a length the C caller handed in and promised, by the
+/// API contract, to keep valid until the operation using it has completed. sockasync never
+/// builds a Rust reference from it; only the kernel reads or writes through it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawBuf {
+    pub ptr: *mut u8,
+    pub len: usize,
+}
+
+// SAFETY: a RawBuf is an address and a length, never dereferenced by Rust code; the memory it
+// names belongs to the caller, who keeps it valid for the operation on whichever thread the
+// operation finishes (the documented contract of sock_args_set_buffer and friends).
+unsafe impl Send for RawBuf {}
+// SAFETY: as above; sharing the address between threads shares no Rust-visible data.
+unsafe impl Sync for RawBuf {}
+
+impl RawBuf {
+    pub const EMPTY: RawBuf = RawBuf {
+        ptr: std::ptr::null_mut(),
+        len: 0,
+    };
+
+    /// The part of the buffer from `from` on (the caller guarantees `from <= len`).
+    fn tail(self, from: usize) -> RawBuf {
+        RawBuf {
+            ptr: self.ptr.wrapping_add(from),
+            len: self.len - from,
+        }
+    }
+}
+
+/// How many iovec entries go into one sendmsg/recvmsg; a longer list is sent in rounds.
+/// Kept well under IOV_MAX (1024) so the array fits comfortably on any caller's stack.
+pub(crate) const IOV_BATCH: usize = 256;
+
+fn errno() -> Errno {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn check_len(ret: isize) -> Result<usize, Errno> {
+    if ret < 0 {
+        Err(errno())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// Repeats `f` while it fails with EINTR.
+fn retry(mut f: impl FnMut() -> isize) -> Result<usize, Errno> {
+    loop {
+        match check_len(f()) {
+            Err(libc::EINTR) => continue,
+            other => return other,
+        }
+    }
+}
+
+pub fn send(fd: RawFd, buf: RawBuf) -> Result<usize, Errno> {
+    // SAFETY: buf is caller memory valid for buf.len bytes (RawBuf contract); the kernel only
+    // reads it.
+    retry(|| unsafe {
+        libc::send(
+            fd,
+            buf.ptr as *const libc::c_void,
+            buf.len,
+            libc::MSG_NOSIGNAL,
+        )
+    })
+}
+
+pub fn recv(fd: RawFd, buf: RawBuf, flags: i32) -> Result<usize, Errno> {
+    // SAFETY: buf is caller memory valid for buf.len writable bytes (RawBuf contract).
+    retry(|| unsafe { libc::recv(fd, buf.ptr as *mut libc::c_void, buf.len, flags) })
+}
+
+/// Fills `iov` from `bufs`, starting `skip` bytes into `bufs[0]` and leaving out empty entries.
+/// Returns how many iovec entries were filled and how many entries of `bufs` they consumed.
+fn fill_iov(bufs: &[RawBuf], skip: usize, iov: &mut [libc::iovec; IOV_BATCH]) -> (usize, usize) {
+    let mut n = 0;
+    let mut used = 0;
+    for (i, b) in bufs.iter().enumerate() {
+        if n == IOV_BATCH {
+            break;
+        }
+        let b = if i == 0 { b.tail(skip) } else { *b };
+        used = i + 1;
+        if b.len == 0 {
+            continue;
+        }
+        iov[n] = libc::iovec {
+            iov_base: b.ptr as *mut libc::c_void,
+            iov_len: b.len,
+        };
+        n += 1;
+    }
+    (n, used)
+}
+
+const EMPTY_IOV: libc::iovec = libc::iovec {
+    iov_base: std::ptr::null_mut(),
+    iov_len: 0,
+};
+
+/// One sendmsg over the next batch of `bufs` (the first `skip` bytes of `bufs[0]` are already
+/// sent). Returns the bytes the kernel took.
+pub fn sendmsg(fd: RawFd, bufs: &[RawBuf], skip: usize) -> Result<usize, Errno> {
+    let mut iov = [EMPTY_IOV; IOV_BATCH];
+    let (n, _) = fill_iov(bufs, skip, &mut iov);
+    if n == 0 {
+        return Ok(0);
+    }
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = n;
+    // SAFETY: msg points at `n` iovecs naming caller memory that stays valid for the
+    // operation (RawBuf contract); the kernel only reads it.
+    retry(|| unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) })
+}
+
+/// One recvmsg into the next batch of `bufs`. Returns (bytes received, bytes the batch could
+/// hold, entries of `bufs` the batch covered), so the caller can go on with the next batch.
+pub fn recvmsg(fd: RawFd, bufs: &[RawBuf]) -> Result<(usize, usize, usize), Errno> {
+    let mut iov = [EMPTY_IOV; IOV_BATCH];
+    let (n, used) = fill_iov(bufs, 0, &mut iov);
+    let room = iov[..n].iter().map(|v| v.iov_len).sum();
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = n;
+    // SAFETY: msg points at `n` iovecs naming writable caller memory (RawBuf contract).
+    let got = retry(|| unsafe { libc::recvmsg(fd, &mut msg, 0) })?;
+    Ok((got, room, used))
+}
+
+/// How many entries of `bufs` (and bytes into the next one) `sent` bytes cover, given that the
+/// first `skip` bytes of `bufs[0]` were already sent: advances a buffer-list cursor.
+pub fn advance(
+    bufs: &[RawBuf],
+    mut index: usize,
+    mut skip: usize,
+    mut sent: usize,
+) -> (usize, usize) {
+    while sent > 0 && index < bufs.len() {
+        let left = bufs[index].len - skip;
+        if sent < left {
+            return (index, skip + sent);
+        }
+        sent -= left;
+        index += 1;
+        skip = 0;
+    }
+    while index < bufs.len() && bufs[index].len == 0 {
+        index += 1;
+    }
+    (index, skip)
+}
+
+pub fn socket(domain: i32, ty: i32, protocol: i32) -> Result<RawFd, Errno> {
+    // SAFETY: plain system call with integer arguments.
+    let fd = unsafe {
+        libc::socket(
+            domain,
+            ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            protocol,
+        )
+    };
+    if fd < 0 { Err(errno()) } else { Ok(fd) }
+}
+
+pub fn accept(fd: RawFd) -> Result<RawFd, Errno> {
+    loop {
+        // SAFETY: NULL address pointers are allowed by accept4; the new descriptor is owned by
+        // the caller of this function.
+        let new = unsafe {
+            libc::accept4(
+                fd,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            )
+        };
+        if new >= 0 {
+            return Ok(new);
+        }
+        match errno() {
+            libc::EINTR => continue,
+            e => return Err(e),
+        }
+    }
+}
+
+/// Starts a non-blocking connect. EINTR means the connect goes on asynchronously (POSIX), so
+/// it is reported as EINPROGRESS rather than retried (a retry would say EALREADY).
+pub fn connect(fd: RawFd, addr: &socket2::SockAddr) -> Result<(), Errno> {
+    // SAFETY: addr is a valid socket address of addr.len() bytes.
+    let ret = unsafe { libc::connect(fd, addr.as_ptr() as *const libc::sockaddr, addr.len()) };
+    if ret == 0 {
+        return Ok(());
+    }
+    match errno() {
+        libc::EINTR => Err(libc::EINPROGRESS),
+        e => Err(e),
+    }
+}
+
+/// Whether a connecting socket has finished (connected or failed), without blocking.
+pub fn connect_finished(fd: RawFd) -> Result<bool, Errno> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    retry(|| unsafe { libc::poll(&mut pfd, 1, 0) as isize })?;
+    Ok(pfd.revents & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0)
+}
+
+/// Reads and clears SO_ERROR.
+pub fn take_error(fd: RawFd) -> Result<Errno, Errno> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: value and len are valid out-pointers of the sizes given.
+    let ret = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            &mut value as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if ret < 0 { Err(errno()) } else { Ok(value) }
+}
+
+pub fn shutdown(fd: RawFd, how: i32) -> Result<(), Errno> {
+    // SAFETY: plain system call with integer arguments.
+    if unsafe { libc::shutdown(fd, how) } < 0 {
+        Err(errno())
+    } else {
+        Ok(())
+    }
+}
+
+pub fn close(fd: RawFd) {
+    // SAFETY: the descriptor is owned by the caller, who closes it exactly once (Fd's state
+    // word). EINTR is not retried: on Linux the descriptor is released regardless.
+    unsafe {
+        libc::close(fd);
+    }
+}
+
+/// Runs `f` with a socket2 view of the descriptor, for option and address calls.
+pub fn with_sock<R>(fd: RawFd, f: impl FnOnce(socket2::SockRef<'_>) -> R) -> R {
+    // SAFETY: callers hold an Fd use guard, so the descriptor stays open during `f`.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    f(socket2::SockRef::from(&borrowed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buf(len: usize) -> RawBuf {
+        RawBuf {
+            ptr: std::ptr::NonNull::<u8>::dangling().as_ptr(),
+            len,
+        }
+    }
+
+    #[test]
+    fn advance_walks_a_buffer_list_cursor() {
+        let bufs = [buf(3), buf(0), buf(5), buf(2)];
+        assert_eq!(advance(&bufs, 0, 0, 0), (0, 0));
+        assert_eq!(advance(&bufs, 0, 0, 2), (0, 2));
+        assert_eq!(advance(&bufs, 0, 0, 3), (2, 0));
+        assert_eq!(advance(&bufs, 0, 2, 2), (2, 1));
+        assert_eq!(advance(&bufs, 2, 1, 6), (4, 0));
+    }
+}

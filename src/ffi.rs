@@ -1,0 +1,191 @@
+//! The C boundary's plumbing: the panic-catching call wrapper every export goes through, the
+//! per-thread "last call" record behind `sock_last_status()`, and the pointer conversions.
+//! Every `unsafe` of the FFI layer that turns a C pointer into Rust is here.
+
+use std::cell::{Cell, RefCell};
+use std::ffi::{CStr, c_char};
+use std::mem::ManuallyDrop;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use crate::error::{Reject, Status};
+
+struct LastCall {
+    status: Cell<i32>,
+    socket_error: Cell<i32>,
+    has_message: Cell<bool>,
+    /// NUL-terminated; kept (not freed) between errors, so a message costs no allocation
+    /// once the buffer has grown.
+    message: RefCell<Vec<u8>>,
+}
+
+thread_local! {
+    static LAST: LastCall = const {
+        LastCall {
+            status: Cell::new(0),
+            socket_error: Cell::new(0),
+            has_message: Cell::new(false),
+            message: RefCell::new(Vec::new()),
+        }
+    };
+}
+
+fn record_ok() {
+    // try_with: a callback on a thread whose TLS is being torn down must not panic here.
+    let _ = LAST.try_with(|last| {
+        last.status.set(Status::Ok as i32);
+        last.socket_error.set(0);
+        last.has_message.set(false);
+    });
+}
+
+fn record_reject(reject: &Reject) {
+    let _ = LAST.try_with(|last| {
+        last.status.set(reject.status as i32);
+        last.socket_error
+            .set(if reject.status == Status::SocketError {
+                reject.socket_error as i32
+            } else {
+                0
+            });
+        if let Ok(mut message) = last.message.try_borrow_mut() {
+            message.clear();
+            message.extend(reject.message.bytes().filter(|b| *b != 0));
+            message.push(0);
+            last.has_message.set(true);
+        }
+    });
+}
+
+/// Runs the body of an exported function: a rejection or a caught panic is recorded for
+/// `sock_last_status()` and turned into `on_error`; success records OK.
+pub(crate) fn call<T>(on_error: T, body: impl FnOnce() -> Result<T, Reject>) -> T {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(value)) => {
+            record_ok();
+            value
+        }
+        Ok(Err(reject)) => {
+            record_reject(&reject);
+            on_error
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            record_reject(&Reject::new(
+                Status::Internal,
+                format!("internal error in sockasync (please report): {what}"),
+            ));
+            on_error
+        }
+    }
+}
+
+pub(crate) fn last_status() -> i32 {
+    LAST.try_with(|last| last.status.get())
+        .unwrap_or(Status::Internal as i32)
+}
+
+pub(crate) fn last_socket_error() -> i32 {
+    LAST.try_with(|last| last.socket_error.get()).unwrap_or(0)
+}
+
+pub(crate) fn last_message() -> *const c_char {
+    LAST.try_with(|last| {
+        if last.has_message.get() {
+            last.message.borrow().as_ptr() as *const c_char
+        } else {
+            c"".as_ptr()
+        }
+    })
+    .unwrap_or(c"".as_ptr())
+}
+
+/// A borrowed view of an object handed to C with `into_handle`, without touching its count.
+pub(crate) fn borrow<T>(ptr: *const T, what: &str) -> Result<ManuallyDrop<Arc<T>>, Reject> {
+    if ptr.is_null() {
+        return Err(Reject::null(what));
+    }
+    // SAFETY: non-null handles of this type come only from `into_handle` (Arc::into_raw) in
+    // this crate, and the caller promises by the API contract not to use one after freeing
+    // it; ManuallyDrop keeps the reference count as it was.
+    Ok(ManuallyDrop::new(unsafe { Arc::from_raw(ptr) }))
+}
+
+/// Hands one strong reference to C as an opaque pointer.
+pub(crate) fn into_handle<T>(value: Arc<T>) -> *const T {
+    Arc::into_raw(value)
+}
+
+/// Takes back the strong reference `into_handle` gave to C (the `_free` functions).
+pub(crate) fn release<T>(ptr: *const T) {
+    if !ptr.is_null() {
+        // SAFETY: as in `borrow`; the caller hands the handle back exactly once, by contract.
+        drop(unsafe { Arc::from_raw(ptr) });
+    }
+}
+
+/// The bytes of a NUL-terminated C string.
+pub(crate) fn c_str<'a>(ptr: *const c_char, what: &str) -> Result<&'a [u8], Reject> {
+    if ptr.is_null() {
+        return Err(Reject::null(what));
+    }
+    // SAFETY: the caller passes a NUL-terminated string that stays valid for this call.
+    Ok(unsafe { CStr::from_ptr(ptr) }.to_bytes())
+}
+
+/// Writes `text` and a NUL into `out` if both fit in `cap` bytes; returns the text's length.
+pub(crate) fn write_c_str(text: &str, out: *mut c_char, cap: usize) -> Result<usize, Reject> {
+    if out.is_null() {
+        return Err(Reject::null("out"));
+    }
+    let needed = text.len() + 1;
+    if needed > cap {
+        return Err(Reject::invalid(format!(
+            "the text needs {needed} bytes with its NUL; cap is {cap}"
+        )));
+    }
+    // SAFETY: `out` is writable for `cap` bytes (caller contract) and needed <= cap; the
+    // source is a Rust string, so the ranges do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(text.as_ptr(), out as *mut u8, text.len());
+        *out.add(text.len()) = 0;
+    }
+    Ok(text.len())
+}
+
+/// A copy of a C array of `count` elements; NULL with a non-zero count is rejected.
+pub(crate) fn copy_array<T: Copy>(
+    ptr: *const T,
+    count: usize,
+    what: &str,
+) -> Result<Vec<T>, Reject> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    if ptr.is_null() {
+        return Err(Reject::null(what));
+    }
+    if count
+        .checked_mul(std::mem::size_of::<T>())
+        .is_none_or(|b| b > isize::MAX as usize)
+    {
+        return Err(Reject::invalid(format!(
+            "{what}: {count} entries is too many"
+        )));
+    }
+    let mut copy = Vec::new();
+    copy.try_reserve_exact(count).map_err(|_| {
+        Reject::new(
+            Status::OutOfMemory,
+            format!("cannot allocate a copy of {count} entries of {what}"),
+        )
+    })?;
+    // SAFETY: the caller passes `count` readable elements at `ptr` (contract), and the size
+    // was checked above.
+    copy.extend_from_slice(unsafe { std::slice::from_raw_parts(ptr, count) });
+    Ok(copy)
+}
