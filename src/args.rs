@@ -45,7 +45,7 @@ pub struct sock_buf {
 pub type sock_completed_fn =
     Option<unsafe extern "C" fn(socket: *mut sock, args: *mut sock_args, user_token: *mut c_void)>;
 
-fn args<'a>(e: *const sock_args) -> Result<ManuallyDrop<Arc<Args>>, Reject> {
+fn args(e: *const sock_args) -> Result<ManuallyDrop<Arc<Args>>, Reject> {
     ffi::borrow(e as *const Args, "args")
 }
 

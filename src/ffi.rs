@@ -157,6 +157,16 @@ pub(crate) fn write_c_str(text: &str, out: *mut c_char, cap: usize) -> Result<us
     Ok(text.len())
 }
 
+/// Stores `value` through a caller's out-pointer.
+pub(crate) fn write_out<T>(out: *mut T, value: T) -> Result<(), Reject> {
+    if out.is_null() {
+        return Err(Reject::null("out"));
+    }
+    // SAFETY: `out` is non-null and points at a writable T (caller contract).
+    unsafe { out.write(value) };
+    Ok(())
+}
+
 /// A copy of a C array of `count` elements; NULL with a non-zero count is rejected.
 pub(crate) fn copy_array<T: Copy>(
     ptr: *const T,

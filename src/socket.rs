@@ -146,8 +146,7 @@ pub extern "C" fn sock_get_option(s: *const sock, option_code: i32, value: *mut 
             return Err(Reject::null("value"));
         }
         let read = socket.get_option(option(option_code)?)?;
-        // SAFETY: `value` is non-null and points at a writable int64_t (caller contract).
-        unsafe { *value = read };
+        ffi::write_out(value, read)?;
         Ok(true)
     })
 }

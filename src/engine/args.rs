@@ -249,9 +249,10 @@ impl Args {
     }
 
     /// The configuration as an operation would see it, without owning the args. Used only to
-    /// pick the right rejection before the args are taken.
-    pub fn peek_shape(&self) -> Shape {
-        let endpoint = if self.has_endpoint.load(Ordering::Relaxed) {
+    /// pick the right rejection before the args are taken. The endpoint (behind the mutex) is
+    /// read only if asked for.
+    pub fn peek_shape(&self, with_endpoint: bool) -> Shape {
+        let endpoint = if with_endpoint && self.has_endpoint.load(Ordering::Relaxed) {
             self.extra().endpoint
         } else {
             None
@@ -263,8 +264,9 @@ impl Args {
         }
     }
 
-    /// Takes the args for an operation and copies out its configuration.
-    pub fn begin(&self) -> Result<Snapshot, Reject> {
+    /// Takes the args for an operation and copies out its configuration (the endpoint only if
+    /// asked for, so sends and receives never touch the mutex unless a list is set).
+    pub fn begin(&self, with_endpoint: bool) -> Result<Snapshot, Reject> {
         if self.freed.load(Ordering::Relaxed) {
             return Err(Reject::new(
                 Status::InvalidArgument,
@@ -280,7 +282,7 @@ impl Args {
         }
         let buffer = self.buffer.load(Ordering::Relaxed);
         let has_list = self.has_list.load(Ordering::Relaxed);
-        let has_endpoint = self.has_endpoint.load(Ordering::Relaxed);
+        let has_endpoint = with_endpoint && self.has_endpoint.load(Ordering::Relaxed);
         let (list, endpoint) = if has_list || has_endpoint {
             let extra = self.extra();
             (extra.list.clone(), extra.endpoint)

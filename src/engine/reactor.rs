@@ -106,6 +106,19 @@ impl Reactor {
     }
 }
 
+/// A bug in one socket's handling must not take every other socket's completions with it:
+/// the reactor thread catches the panic and goes on.
+fn survive(work: impl FnOnce()) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+        let what = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("unknown panic");
+        eprintln!("sockasync: internal error on the reactor thread (please report): {what}");
+    }
+}
+
 fn run(mut poll: Poll, rx: Receiver<Message>) {
     let mut events = Events::with_capacity(1024);
     loop {
@@ -126,15 +139,19 @@ fn run(mut poll: Poll, rx: Receiver<Message>) {
             // its deregistration (which precedes the Release message).
             let socket = unsafe { &*(event.token().0 as *const Socket) };
             let failed = event.is_error();
-            if event.is_readable() || event.is_read_closed() || failed {
-                socket.queue(Direction::Read).on_ready(socket);
-            }
-            if event.is_writable() || event.is_write_closed() || failed {
-                socket.queue(Direction::Write).on_ready(socket);
-            }
+            let readable = event.is_readable() || event.is_read_closed() || failed;
+            let writable = event.is_writable() || event.is_write_closed() || failed;
+            survive(|| {
+                if readable {
+                    socket.queue(Direction::Read).on_ready(socket);
+                }
+                if writable {
+                    socket.queue(Direction::Write).on_ready(socket);
+                }
+            });
         }
         for message in rx.try_iter() {
-            match message {
+            survive(|| match message {
                 Message::Abort(ops) => ops.into_iter().for_each(Pending::abort),
                 Message::Process(socket, direction) => socket.queue(direction).process(&socket),
                 // SAFETY: the address came from `register`, whose leaked strong reference is
@@ -142,7 +159,7 @@ fn run(mut poll: Poll, rx: Receiver<Message>) {
                 Message::Release(address) => unsafe {
                     Arc::decrement_strong_count(address as *const Socket)
                 },
-            }
+            });
         }
     }
 }

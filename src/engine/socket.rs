@@ -89,6 +89,9 @@ pub struct Socket {
     reactor: Arc<Reactor>,
 }
 
+/// An operation's own checks on the socket and the args' shape.
+type Check = fn(&Socket, &Shape) -> Result<(), Reject>;
+
 fn errno_reject(errno: i32, what: &str) -> Reject {
     Reject::socket(SocketError::from_errno(errno), what)
 }
@@ -363,25 +366,31 @@ impl Socket {
         drop(fd);
     }
 
-    /// The checks .NET makes before taking the args: first against the args as they are
-    /// (even if another operation owns them), then again once taken.
+    /// Takes the args for an operation after the checks .NET makes: disposal first, then the
+    /// operation's own checks against the args as they are (even if another operation owns
+    /// them, so the right error wins over InProgress), then again once the args are taken.
     fn begin(
         &self,
         args: &Args,
-        check: impl Fn(&Socket, &Shape) -> Result<(), Reject>,
+        check: Option<Check>,
+        with_endpoint: bool,
     ) -> Result<Snapshot, Reject> {
         self.check_open()?;
-        check(self, &args.peek_shape())?;
-        let snapshot = args.begin()?;
-        if let Err(reject) = check(self, &snapshot.shape) {
-            args.abandon();
-            return Err(reject);
+        if let Some(check) = check {
+            check(self, &args.peek_shape(with_endpoint))?;
+        }
+        let snapshot = args.begin(with_endpoint)?;
+        if let Some(check) = check {
+            if let Err(reject) = check(self, &snapshot.shape) {
+                args.abandon();
+                return Err(reject);
+            }
         }
         Ok(snapshot)
     }
 
     pub fn accept_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
-        self.begin(args, |s, shape| {
+        let check: Check = |s, shape| {
             if shape.has_list {
                 return Err(Reject::invalid("accept does not take a buffer list"));
             }
@@ -404,12 +413,13 @@ impl Socket {
                 ));
             }
             Ok(())
-        })?;
+        };
+        self.begin(args, Some(check), false)?;
         self.read.start(self, args, Kind::Accept)
     }
 
     pub fn connect_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
-        let snapshot = self.begin(args, |s, shape| {
+        let check: Check = |s, shape| {
             if shape.has_list {
                 return Err(Reject::invalid("connect does not take a buffer list"));
             }
@@ -438,7 +448,8 @@ impl Socket {
                 ));
             }
             Ok(())
-        })?;
+        };
+        let snapshot = self.begin(args, Some(check), true)?;
         let Some(endpoint) = snapshot.shape.endpoint else {
             unreachable!("checked by begin");
         };
@@ -456,7 +467,7 @@ impl Socket {
     }
 
     pub fn send_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
-        let snapshot = self.begin(args, |_, _| Ok(()))?;
+        let snapshot = self.begin(args, None, false)?;
         if self.stream && !self.was_connected() && self.phase.load(Ordering::Acquire) != CONNECTING
         {
             return Ok(self.finish_now(args, AsyncOperation::Send, SocketError::NotConnected));
@@ -466,7 +477,7 @@ impl Socket {
     }
 
     pub fn receive_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
-        let snapshot = self.begin(args, |_, _| Ok(()))?;
+        let snapshot = self.begin(args, None, false)?;
         if self.stream && !self.was_connected() && self.phase.load(Ordering::Acquire) != CONNECTING
         {
             return Ok(self.finish_now(args, AsyncOperation::Receive, SocketError::NotConnected));
@@ -475,7 +486,7 @@ impl Socket {
     }
 
     pub fn disconnect_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
-        self.begin(args, |_, _| Ok(()))?;
+        self.begin(args, None, false)?;
         self.write.start(self, args, Kind::Disconnect)
     }
 

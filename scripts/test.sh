@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Every test sockasync has, in one command (what CI runs):
+#   bash scripts/test.sh
+# Gates (rustfmt, clippy, header freshness), the Rust tests, the C tests against the
+# committed header and the built .so (plain, under valgrind memcheck, and with ASan+UBSan),
+# and the C examples talking to each other. Ends with one "N passed, N failed" line.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/tools.sh test || exit 1
+
+passed=0
+failed=0
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+# Runs one step; a step's own "N passed, N failed" / cargo "test result" lines are added
+# up, and a step with none counts as one test.
+step() {
+  local name=$1
+  shift
+  echo "== $name"
+  "$@" 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  local p f
+  p=$(grep -Eo '([0-9]+) passed' "$log" | awk '{s+=$1} END {print s+0}')
+  f=$(grep -Eo '([0-9]+) failed' "$log" | awk '{s+=$1} END {print s+0}')
+  if [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then
+    if [ "$rc" -eq 0 ]; then p=1; else f=1; fi
+  elif [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+    f=1
+  fi
+  passed=$((passed + p))
+  failed=$((failed + f))
+  [ "$rc" -eq 0 ] || echo "!! $name failed (exit $rc)"
+}
+
+c_suites() {
+  local wrapper=("$@")
+  local rc=0
+  for t in build/tests/test_*; do
+    echo "-- ${wrapper[*]:-} $t"
+    timeout 300 "${wrapper[@]}" "$t" || rc=1
+  done
+  return $rc
+}
+
+c_suites_sanitized() {
+  local rc=0
+  for t in build/tests-san/test_*; do
+    echo "-- $t (ASan+UBSan)"
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+      timeout 300 "$t" || rc=1
+  done
+  return $rc
+}
+
+VALGRIND=(valgrind --quiet --error-exitcode=99 --leak-check=full
+  --errors-for-leak-kinds=definite --show-leak-kinds=definite
+  --suppressions=tests/c/valgrind.supp)
+
+step "rustfmt" cargo fmt --all -- --check
+step "clippy" cargo clippy --all-targets --quiet -- -D warnings
+step "header is fresh" cbindgen -q --config cbindgen.toml --crate sockasync --output include/sockasync.h --verify
+step "rust tests" cargo test --quiet
+step "release build" cargo build --release --quiet
+step "C tests: build" make -s -C tests/c
+step "C tests" c_suites
+step "C tests under valgrind" c_suites "${VALGRIND[@]}"
+step "C tests: ASan+UBSan build" make -s -C tests/c SAN=1
+step "C tests under ASan+UBSan" c_suites_sanitized
+step "C examples: echo demo" bash examples-c/run-demo.sh
+
+echo
+echo "all: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what the build, the tests and the demo need on a fresh Debian machine, and
+# nothing that is already there. Sourced by scripts/test.sh and scripts/demo.sh.
+set -euo pipefail
+
+CBINDGEN_VERSION=0.29.4
+
+need_apt=()
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+command -v make >/dev/null 2>&1 || need_apt+=(make)
+if [ "${1:-}" = "test" ]; then
+  command -v valgrind >/dev/null 2>&1 || need_apt+=(valgrind)
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "== installing ${need_apt[*]} (apt)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ "${1:-}" = "test" ]; then
+  if ! cbindgen --version 2>/dev/null | grep -q " $CBINDGEN_VERSION\$"; then
+    echo "== installing cbindgen $CBINDGEN_VERSION (cargo install, about 2 minutes)"
+    cargo install --quiet --locked --version "$CBINDGEN_VERSION" cbindgen
+  fi
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+fi
