@@ -63,7 +63,7 @@ static const char *h_current;
         CHECK(strlen(sock_last_error_message()) > 0);                          \
     } while (0)
 
-static void h_fail(const char *file, int line, const char *what)
+static inline void h_fail(const char *file, int line, const char *what)
 {
     fprintf(stderr, "  FAIL %s (%s:%d): %s [last status %d %s: %s]\n",
             h_current, file, line, what, sock_last_status(),
@@ -84,7 +84,7 @@ static void h_fail(const char *file, int line, const char *what)
         }                                                                      \
     } while (0)
 
-static int h_finish(const char *suite)
+static inline int h_finish(const char *suite)
 {
     printf("%s: %d passed, %d failed\n", suite, h_passed, h_failed);
     return h_failed ? 1 : 0;
@@ -105,20 +105,20 @@ typedef struct {
     pthread_t thread;
 } waiter;
 
-static void waiter_init(waiter *w)
+static inline void waiter_init(waiter *w)
 {
     memset(w, 0, sizeof *w);
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->cond, NULL);
 }
 
-static void waiter_destroy(waiter *w)
+static inline void waiter_destroy(waiter *w)
 {
     pthread_mutex_destroy(&w->lock);
     pthread_cond_destroy(&w->cond);
 }
 
-static void on_completed(sock *s, sock_args *e, void *token)
+static inline void on_completed(sock *s, sock_args *e, void *token)
 {
     waiter *w = token;
     pthread_mutex_lock(&w->lock);
@@ -134,7 +134,7 @@ static void on_completed(sock *s, sock_args *e, void *token)
 }
 
 /* Waits until the waiter has seen `n` callbacks; false after 10 s (a hang, not a timing). */
-static int wait_for(waiter *w, int n)
+static inline int wait_for(waiter *w, int n)
 {
     struct timespec deadline;
     clock_gettime(CLOCK_REALTIME, &deadline);
@@ -154,7 +154,7 @@ typedef bool (*async_op)(sock *, sock_args *);
  * Runs an operation to completion whichever way it goes: returns its socket error, or
  * INT32_MIN if it was rejected or its callback never came. *was_pending says which way.
  */
-static int32_t complete(async_op op, sock *s, sock_args *e, waiter *w, int *was_pending)
+static inline int32_t complete(async_op op, sock *s, sock_args *e, waiter *w, int *was_pending)
 {
     int before = w->count;
     bool pending = op(s, e);
@@ -173,7 +173,7 @@ static int32_t complete(async_op op, sock *s, sock_args *e, waiter *w, int *was_
 /* ---- loopback helpers ----------------------------------------------------- */
 
 /* A listening library socket on 127.0.0.1 (or ::1) with an OS-chosen port. */
-static sock *listener(int v6, char *endpoint, size_t cap)
+static inline sock *listener(int v6, char *endpoint, size_t cap)
 {
     sock *l = sock_create(v6 ? SOCK_ADDRESS_FAMILY_INTER_NETWORK_V6
                              : SOCK_ADDRESS_FAMILY_INTER_NETWORK,
@@ -189,7 +189,7 @@ static sock *listener(int v6, char *endpoint, size_t cap)
 }
 
 /* A connected pair of library sockets over loopback. */
-static int connected_pair(sock **client, sock **server)
+static inline int connected_pair(sock **client, sock **server)
 {
     char ep[64];
     sock *l = listener(0, ep, sizeof ep);
@@ -220,14 +220,14 @@ static int connected_pair(sock **client, sock **server)
 }
 
 /* The port of "127.0.0.1:PORT" / "[::1]:PORT". */
-static int endpoint_port(const char *endpoint)
+static inline int endpoint_port(const char *endpoint)
 {
     const char *colon = strrchr(endpoint, ':');
     return colon ? atoi(colon + 1) : -1;
 }
 
 /* A plain blocking POSIX client connected to 127.0.0.1:port (the peer side of tests). */
-static int raw_connect(int port)
+static inline int raw_connect(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
@@ -240,7 +240,7 @@ static int raw_connect(int port)
 }
 
 /* A library socket connected to a plain POSIX peer: returns the peer's descriptor. */
-static int connected_to_raw(sock **s)
+static inline int connected_to_raw(sock **s)
 {
     int lfd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET};
@@ -268,7 +268,7 @@ static int connected_to_raw(sock **s)
 }
 
 /* Reads exactly n bytes from a blocking descriptor; 0 on failure or early EOF. */
-static int read_exact(int fd, void *buf, size_t n)
+static inline int read_exact(int fd, void *buf, size_t n)
 {
     size_t got = 0;
     while (got < n) {
