@@ -252,3 +252,87 @@ fn receives_are_served_in_order_and_zero_byte_receive_waits_without_consuming() 
     }
     assert_eq!(&bufs, &[[b'x'], [b'y'], [b'z']]);
 }
+
+#[test]
+fn data_arriving_between_would_block_and_queueing_is_never_lost() {
+    // The peer writes at the same moment the receive is issued, over and over: whichever
+    // way each race falls (sync completion, pending then edge, edge before queueing), every
+    // receive must complete with its byte. A lost edge shows as a callback that never comes.
+    let (s, mut peer) = connected_to_std();
+    let (a, rx) = args();
+    let mut byte = [0u8; 1];
+    a.set_buffer(byte.as_mut_ptr(), 1).unwrap();
+    let (go_tx, go_rx) = std::sync::mpsc::sync_channel::<u8>(0);
+    let writer = std::thread::spawn(move || {
+        while let Ok(b) = go_rx.recv() {
+            peer.write_all(&[b]).unwrap();
+        }
+    });
+    let mut pending = 0;
+    for i in 0..3000u32 {
+        let value = (i % 251) as u8;
+        go_tx.send(value).unwrap();
+        let went_pending = s.receive_async(&a).expect("accepted");
+        let (n, err) = if went_pending {
+            pending += 1;
+            let c = rx.recv_timeout(WAIT).expect("callback: an edge was lost");
+            (c.bytes, c.error)
+        } else {
+            (a.bytes_transferred(), a.socket_error())
+        };
+        assert_eq!((n, err), (1, 0), "round {i}");
+        assert_eq!(byte[0], value, "round {i}");
+        assert!(!a.is_in_flight(), "the args are free after the completion");
+    }
+    drop(go_tx);
+    writer.join().unwrap();
+    eprintln!("{pending} of 3000 receives went pending");
+    assert!(
+        pending > 0,
+        "the race was exercised on the pending path too"
+    );
+}
+
+#[test]
+fn sends_from_many_threads_on_one_socket_never_interleave() {
+    let (s, mut peer) = connected_to_std();
+    const THREADS: usize = 4;
+    const RECORDS: usize = 300;
+    const SIZE: usize = 4000;
+    let reader = std::thread::spawn(move || {
+        let mut all = vec![0u8; THREADS * RECORDS * SIZE];
+        peer.read_exact(&mut all).unwrap();
+        all
+    });
+    let senders: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                let (a, rx) = args();
+                for r in 0..RECORDS {
+                    let mut record = vec![t as u8; SIZE];
+                    record[..4].copy_from_slice(&(r as u32).to_le_bytes());
+                    a.set_buffer(record.as_mut_ptr(), SIZE).unwrap();
+                    let (n, err) = run(|| s.send_async(&a), &a, &rx);
+                    assert_eq!((n, err), (SIZE, 0));
+                }
+            })
+        })
+        .collect();
+    for t in senders {
+        t.join().unwrap();
+    }
+    let all = reader.join().unwrap();
+    let mut next = [0u32; THREADS];
+    for record in all.chunks(SIZE) {
+        let t = record[SIZE - 1] as usize;
+        assert!(
+            record[4..].iter().all(|b| *b as usize == t),
+            "a record is whole"
+        );
+        let r = u32::from_le_bytes(record[..4].try_into().unwrap());
+        assert_eq!(r, next[t], "each thread's records arrive in order");
+        next[t] += 1;
+    }
+    assert_eq!(next, [RECORDS as u32; THREADS]);
+}
