@@ -452,8 +452,9 @@ size_t sock_args_count(const sock_args *e);
 /**
  * The connected socket the last accept produced, or NULL (before any accept, while one is
  * in flight, after a failed or aborted one, and for NULL args). Each accept hands out a new
- * socket that the caller owns and must release with `sock_free`; reading it twice returns
- * the same handle, not a second one.
+ * socket; reading it makes the caller its owner, who releases it with `sock_free`. Reading
+ * it twice returns the same handle, not a second one. A socket never read is closed and
+ * released by the library when the args start another accept or are freed.
  */
 sock *sock_args_accept_socket(const sock_args *e);
 

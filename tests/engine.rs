@@ -336,3 +336,22 @@ fn sends_from_many_threads_on_one_socket_never_interleave() {
     }
     assert_eq!(next, [RECORDS as u32; THREADS]);
 }
+
+#[test]
+fn an_accepted_socket_nobody_reads_is_closed_when_its_args_go() {
+    let (l, addr) = listener();
+    let (a, rx) = args();
+    let pending = l.accept_async(&a).unwrap();
+    let mut client = TcpStream::connect(addr).unwrap();
+    if pending {
+        rx.recv_timeout(WAIT).unwrap();
+    }
+    assert_eq!(a.socket_error(), 0);
+    drop(a);
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    assert_eq!(
+        client.read(&mut [0u8; 1]).unwrap(),
+        0,
+        "the unread accepted socket was closed: the client sees end of stream"
+    );
+}

@@ -60,6 +60,11 @@ pub struct Snapshot {
 struct Extra {
     list: Option<Arc<[RawBuf]>>,
     endpoint: Option<SocketAddr>,
+    /// The socket the last accept produced, until the caller reads it: then its reference
+    /// goes to the caller (`handed_out` remembers the handle for repeated reads). One never
+    /// read is closed when the args start another accept or are dropped, so it cannot leak.
+    accepted: Option<Arc<Socket>>,
+    handed_out: usize,
 }
 
 pub struct Args {
@@ -79,7 +84,6 @@ pub struct Args {
     bytes_transferred: AtomicUsize,
     socket_error: AtomicI32,
     last_operation: AtomicI32,
-    accepted: AtomicPtr<Socket>,
 }
 
 /// Exclusive configuration access, released (back to Idle) on drop.
@@ -108,7 +112,6 @@ impl Args {
             bytes_transferred: AtomicUsize::new(0),
             socket_error: AtomicI32::new(0),
             last_operation: AtomicI32::new(AsyncOperation::None as i32),
-            accepted: AtomicPtr::new(std::ptr::null_mut()),
         }
     }
 
@@ -239,9 +242,26 @@ impl Args {
         self.last_operation.load(Ordering::Acquire)
     }
 
-    /// The socket the last accept handed out (ownership went to the caller), or null.
+    /// The socket the last accept produced, or null. The first read hands the caller its
+    /// reference (the caller now owns the handle); later reads return the same handle.
     pub fn accept_socket(&self) -> *const Socket {
-        self.accepted.load(Ordering::Acquire)
+        let mut extra = self.extra();
+        if let Some(socket) = extra.accepted.take() {
+            extra.handed_out = Arc::into_raw(socket) as usize;
+        }
+        extra.handed_out as *const Socket
+    }
+
+    /// Forgets the last accepted socket; one the caller never read is closed.
+    fn drop_accepted(&self) {
+        let unread = {
+            let mut extra = self.extra();
+            extra.handed_out = 0;
+            extra.accepted.take()
+        };
+        if let Some(socket) = unread {
+            socket.close();
+        }
     }
 
     pub fn is_in_flight(&self) -> bool {
@@ -321,7 +341,7 @@ impl Args {
         self.socket_error
             .store(SocketError::Success as i32, Ordering::Relaxed);
         if operation == AsyncOperation::Accept {
-            self.accepted.store(std::ptr::null_mut(), Ordering::Relaxed);
+            self.drop_accepted();
         }
     }
 
@@ -329,9 +349,8 @@ impl Args {
     pub fn finish(&self, bytes: usize, error: SocketError, accepted: Option<Arc<Socket>>) {
         self.bytes_transferred.store(bytes, Ordering::Relaxed);
         self.socket_error.store(error as i32, Ordering::Relaxed);
-        if let Some(socket) = accepted {
-            self.accepted
-                .store(Arc::into_raw(socket) as *mut Socket, Ordering::Relaxed);
+        if accepted.is_some() {
+            self.extra().accepted = accepted;
         }
         self.state.store(IDLE, Ordering::Release);
     }
@@ -345,5 +364,11 @@ impl Args {
     /// still holds it valid until it returns).
     pub fn mark_freed(&self) {
         self.freed.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Args {
+    fn drop(&mut self) {
+        self.drop_accepted();
     }
 }

@@ -1,4 +1,5 @@
-//! The few system-call wrappers. Every `unsafe` of the safe core lives here.
+//! The few system-call wrappers. Every `unsafe` of the safe core lives here, but for the
+//! reactor's two uses of a registration token (see `reactor.rs`).
 //!
 //! Each wrapper retries EINTR (managed hosts interrupt every thread for garbage collection),
 //! returns `Err(errno)` otherwise, and never raises SIGPIPE (sends carry MSG_NOSIGNAL).
