@@ -82,8 +82,21 @@ impl OpQueue {
                     return Err(Reject::disposed());
                 }
                 state => {
-                    if state == BUSY {
-                        self.state.store(BUSY_QUEUED, Ordering::Relaxed);
+                    // The owner gives the queue back (Busy -> Idle) without the lock, so
+                    // marking "queued" must be a compare-and-swap: a plain store could
+                    // overwrite that Idle and strand this operation with no owner.
+                    if state == BUSY
+                        && self
+                            .state
+                            .compare_exchange(
+                                BUSY,
+                                BUSY_QUEUED,
+                                Ordering::AcqRel,
+                                Ordering::Relaxed,
+                            )
+                            .is_err()
+                    {
+                        continue;
                     }
                     args.started(kind.operation());
                     ops.push_back(Pending {
