@@ -423,7 +423,8 @@ void sock_args_set_user_token(sock_args *e, void *user_token);
 void *sock_args_user_token(const sock_args *e);
 
 /**
- * Bytes the last completed operation sent or received (0 for NULL args).
+ * Bytes the last completed operation sent or received (0 for NULL args). Starting an
+ * operation leaves it as it was until that operation completes.
  */
 size_t sock_args_bytes_transferred(const sock_args *e);
 
@@ -630,12 +631,16 @@ const char *sock_last_error_message(void);
 /**
  * The name of a `sock_socket_error` value, e.g. "ConnectionReset" for 10054; "Unknown"
  * (with status InvalidArgument) for any other number. A static string: never free it.
+ * Like every call but the three status functions, it records its own status: read
+ * `sock_last_error_message()` before calling it, not in the same argument list.
  */
 const char *sock_error_name(int32_t code);
 
 /**
  * The name of a `sock_status` value, e.g. "InProgress" for 3; "Unknown" (with status
  * InvalidArgument) for any other number. A static string: never free it.
+ * Like every call but the three status functions, it records its own status: read
+ * `sock_last_error_message()` before calling it, not in the same argument list.
  */
 const char *sock_status_name(int32_t code);
 

@@ -195,7 +195,8 @@ pub extern "C" fn sock_args_user_token(e: *const sock_args) -> *mut c_void {
     get(e, std::ptr::null_mut(), |a| a.user_token() as *mut c_void)
 }
 
-/// Bytes the last completed operation sent or received (0 for NULL args).
+/// Bytes the last completed operation sent or received (0 for NULL args). Starting an
+/// operation leaves it as it was until that operation completes.
 #[unsafe(no_mangle)]
 pub extern "C" fn sock_args_bytes_transferred(e: *const sock_args) -> usize {
     get(e, 0, Args::bytes_transferred)

@@ -30,6 +30,8 @@ pub extern "C" fn sock_last_error_message() -> *const c_char {
 
 /// The name of a `sock_socket_error` value, e.g. "ConnectionReset" for 10054; "Unknown"
 /// (with status InvalidArgument) for any other number. A static string: never free it.
+/// Like every call but the three status functions, it records its own status: read
+/// `sock_last_error_message()` before calling it, not in the same argument list.
 #[unsafe(no_mangle)]
 pub extern "C" fn sock_error_name(code: i32) -> *const c_char {
     ffi::call(c"Unknown".as_ptr(), || {
@@ -41,6 +43,8 @@ pub extern "C" fn sock_error_name(code: i32) -> *const c_char {
 
 /// The name of a `sock_status` value, e.g. "InProgress" for 3; "Unknown" (with status
 /// InvalidArgument) for any other number. A static string: never free it.
+/// Like every call but the three status functions, it records its own status: read
+/// `sock_last_error_message()` before calling it, not in the same argument list.
 #[unsafe(no_mangle)]
 pub extern "C" fn sock_status_name(code: i32) -> *const c_char {
     ffi::call(c"Unknown".as_ptr(), || {

@@ -333,13 +333,12 @@ impl Args {
         self.state.store(IDLE, Ordering::Release);
     }
 
-    /// Records the start of an accepted operation (.NET sets LastOperation at the start).
+    /// Records the start of an accepted operation. As in .NET, LastOperation changes now,
+    /// while bytes transferred and the socket error keep the last completed operation's
+    /// values until this one completes.
     pub fn started(&self, operation: AsyncOperation) {
         self.last_operation
             .store(operation as i32, Ordering::Relaxed);
-        self.bytes_transferred.store(0, Ordering::Relaxed);
-        self.socket_error
-            .store(SocketError::Success as i32, Ordering::Relaxed);
         if operation == AsyncOperation::Accept {
             self.drop_accepted();
         }

@@ -65,9 +65,13 @@ static const char *h_current;
 
 static inline void h_fail(const char *file, int line, const char *what)
 {
-    fprintf(stderr, "  FAIL %s (%s:%d): %s [last status %d %s: %s]\n",
-            h_current, file, line, what, sock_last_status(),
-            sock_status_name(sock_last_status()), sock_last_error_message());
+    /* Copy the status and message first: sock_status_name is a call like any other and
+     * records its own status. */
+    int32_t status = sock_last_status();
+    char message[512];
+    snprintf(message, sizeof message, "%s", sock_last_error_message());
+    fprintf(stderr, "  FAIL %s (%s:%d): %s [last status %d %s: %s]\n", h_current, file,
+            line, what, status, sock_status_name(status), message);
     h_current_failed = 1;
 }
 
