@@ -122,19 +122,24 @@ static inline void waiter_destroy(waiter *w)
     pthread_cond_destroy(&w->cond);
 }
 
-static inline void on_completed(sock *s, sock_args *e, void *token)
+/* Records one completion; take_accepted reads (and so takes ownership of) an accepted socket. */
+static inline void waiter_record(waiter *w, sock *s, sock_args *e, int take_accepted)
 {
-    waiter *w = token;
     pthread_mutex_lock(&w->lock);
     w->bytes = sock_args_bytes_transferred(e);
     w->error = sock_args_socket_error(e);
     w->operation = sock_args_last_operation(e);
-    w->accepted = sock_args_accept_socket(e);
+    w->accepted = take_accepted ? sock_args_accept_socket(e) : NULL;
     w->socket = s;
     w->thread = pthread_self();
     w->count++;
     pthread_cond_broadcast(&w->cond);
     pthread_mutex_unlock(&w->lock);
+}
+
+static inline void on_completed(sock *s, sock_args *e, void *token)
+{
+    waiter_record(token, s, e, 1);
 }
 
 /* Waits until the waiter has seen `n` callbacks; false after 10 s (a hang, not a timing). */
@@ -243,10 +248,20 @@ static inline int raw_connect(int port)
     return fd;
 }
 
-/* A library socket connected to a plain POSIX peer: returns the peer's descriptor. */
-static inline int connected_to_raw(sock **s)
+/*
+ * A library socket connected to a blocking POSIX peer on 127.0.0.1; returns the peer's
+ * descriptor (or -1). peer_rcvbuf > 0 shrinks the peer's receive buffer before the
+ * handshake (set on the listening socket, which the accepted one inherits), so the
+ * advertised window stays small and large sends go pending.
+ */
+static inline int connected_to_raw_sized(sock **s, int peer_rcvbuf)
 {
+    *s = NULL;
     int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    if (lfd < 0)
+        return -1;
+    if (peer_rcvbuf > 0)
+        setsockopt(lfd, SOL_SOCKET, SO_RCVBUF, &peer_rcvbuf, sizeof peer_rcvbuf);
     struct sockaddr_in a = {.sin_family = AF_INET};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t len = sizeof a;
@@ -259,6 +274,10 @@ static inline int connected_to_raw(sock **s)
     snprintf(ep, sizeof ep, "127.0.0.1:%d", ntohs(a.sin_port));
     *s = sock_create(SOCK_ADDRESS_FAMILY_INTER_NETWORK, SOCK_SOCKET_TYPE_STREAM,
                      SOCK_PROTOCOL_TYPE_TCP);
+    if (!*s) {
+        close(lfd);
+        return -1;
+    }
     waiter w;
     waiter_init(&w);
     sock_args *e = sock_args_new(on_completed, &w);
@@ -269,6 +288,29 @@ static inline int connected_to_raw(sock **s)
     int peer = err == SOCK_SOCKET_ERROR_SUCCESS ? accept(lfd, NULL, NULL) : -1;
     close(lfd);
     return peer;
+}
+
+/* A library socket connected to a plain POSIX peer: returns the peer's descriptor. */
+static inline int connected_to_raw(sock **s)
+{
+    return connected_to_raw_sized(s, 0);
+}
+
+/* Counts one completion by hand (for callbacks other than on_completed). */
+static inline void waiter_signal(waiter *w)
+{
+    pthread_mutex_lock(&w->lock);
+    w->count++;
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+static inline int waiter_count(waiter *w)
+{
+    pthread_mutex_lock(&w->lock);
+    int n = w->count;
+    pthread_mutex_unlock(&w->lock);
+    return n;
 }
 
 /* Reads exactly n bytes from a blocking descriptor; 0 on failure or early EOF. */

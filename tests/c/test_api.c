@@ -113,14 +113,6 @@ static void on_x(sock *s, sock_args *e, void *token)
     on_completed(s, e, &x->w);
 }
 
-static int count_of(waiter *w)
-{
-    pthread_mutex_lock(&w->lock);
-    int n = w->count;
-    pthread_mutex_unlock(&w->lock);
-    return n;
-}
-
 static sock *tcp_socket(int v6)
 {
     return sock_create(v6 ? V6 : V4, STREAM, TCP);
@@ -715,7 +707,7 @@ static void test_close_is_idempotent_and_disposes(void)
     }
     CHECK_EQ(sock_args_last_operation(e), SOCK_ASYNC_OPERATION_RECEIVE);
     CHECK_EQ(sock_args_socket_error(e), SOCK_SOCKET_ERROR_NOT_CONNECTED);
-    CHECK_EQ(count_of(&w), 0);
+    CHECK_EQ(waiter_count(&w), 0);
 
     sock_close(NULL);
     CHECK_EQ(sock_last_status(), SOCK_STATUS_NULL_ARGUMENT);
@@ -929,7 +921,7 @@ static void test_range_is_what_moves(void)
     memset(in, '.', sizeof in);
     CHECK(sock_args_set_buffer(e, in, sizeof in));
     CHECK(sock_args_set_range(e, 5, 3));
-    int before = count_of(&w);
+    int before = waiter_count(&w);
     CHECK(sock_receive_async(s, e)); /* nothing sent yet: pending */
     CHECK_OK();
     CHECK_EQ(write(peer, "abc", 3), 3);
@@ -1065,14 +1057,14 @@ static void test_buffer_list_send_uses_a_copy(void)
     CHECK(memcmp(back, bytes, MANY) == 0);
 
     /* An empty list is a zero-length send: completes at once with 0. */
-    int before = count_of(&w);
+    int before = waiter_count(&w);
     CHECK(sock_args_set_buffer_list(e, list, 0));
     CHECK(!sock_send_async(s, e));
     CHECK_OK();
     CHECK_EQ(sock_args_bytes_transferred(e), 0);
     CHECK_EQ(sock_args_socket_error(e), SOCK_SOCKET_ERROR_SUCCESS);
     CHECK_EQ(sock_args_last_operation(e), SOCK_ASYNC_OPERATION_SEND);
-    CHECK_EQ(count_of(&w), before);
+    CHECK_EQ(waiter_count(&w), before);
 
     CHECK(sock_shutdown(s, SOCK_SHUTDOWN_HOW_SEND));
     CHECK_EQ(read(peer, got, sizeof got), 0); /* nothing else went out */
@@ -1189,7 +1181,7 @@ static void test_user_token_is_read_when_the_callback_runs(void)
     CHECK(sock_args_user_token(e) == &w2);
     CHECK_EQ(write(peer, "t", 1), 1);
     CHECK(wait_for(&w2, 1));
-    CHECK_EQ(count_of(&w1), 0);
+    CHECK_EQ(waiter_count(&w1), 0);
     CHECK(w2.socket == s);
     CHECK_EQ(w2.bytes, 1);
     CHECK_EQ(w2.operation, SOCK_ASYNC_OPERATION_RECEIVE);
@@ -1199,7 +1191,7 @@ static void test_user_token_is_read_when_the_callback_runs(void)
     CHECK(sock_receive_async(s, e));
     CHECK_EQ(write(peer, "u", 1), 1);
     CHECK(wait_for(&w1, 1));
-    CHECK_EQ(count_of(&w2), 1);
+    CHECK_EQ(waiter_count(&w2), 1);
     CHECK_EQ(in[0], 'u');
 
     sock_args_free(e);
@@ -1311,7 +1303,7 @@ static void test_busy_args_reject_setters_and_operations(void)
     CHECK_EQ(w.error, SOCK_SOCKET_ERROR_SUCCESS);
     CHECK_EQ(w.operation, SOCK_ASYNC_OPERATION_RECEIVE);
     CHECK(memcmp(buf, "..ABCDEFGH......", 16) == 0);
-    CHECK_EQ(count_of(&other), 0);
+    CHECK_EQ(waiter_count(&other), 0);
 
     /* Idle again: setters and operations are accepted. */
     CHECK(sock_args_set_range(e, 0, 16));
@@ -1365,7 +1357,7 @@ static void test_rejection_order_null_and_disposed(void)
     }
     CHECK_EQ(sock_args_last_operation(e), SOCK_ASYNC_OPERATION_SEND);
     CHECK_EQ(sock_args_socket_error(e), SOCK_SOCKET_ERROR_NOT_CONNECTED);
-    CHECK_EQ(count_of(&w), 0);
+    CHECK_EQ(waiter_count(&w), 0);
 
     sock_args_free(e);
     sock_free(open);
@@ -1455,7 +1447,7 @@ static void test_connect_rejections(void)
     CHECK(sock_args_set_remote_endpoint(to4, ep));
     CHECK(sock_args_set_remote_endpoint(to6, ep6));
     CHECK(prime_not_connected(to6, sock_receive_async));
-    int callbacks = count_of(&w);
+    int callbacks = waiter_count(&w);
 
     sock *c = tcp_socket(0);
     sock *c6 = tcp_socket(1);
@@ -1475,7 +1467,7 @@ static void test_connect_rejections(void)
     CHECK_SOCKET_ERROR_SAME(sock_connect_async(cc, to6), SOCK_SOCKET_ERROR_IS_CONNECTED, to6);
     CHECK_REJECTED_SAME(sock_connect_async(c, to6), SOCK_STATUS_NOT_SUPPORTED, to6);
     CHECK_REJECTED_SAME(sock_connect_async(c6, to4), SOCK_STATUS_NOT_SUPPORTED, to4);
-    CHECK_EQ(count_of(&w), callbacks); /* rejected calls run no callback */
+    CHECK_EQ(waiter_count(&w), callbacks); /* rejected calls run no callback */
 
     /* The args still work: a real connect with each (to4 sends its range "yz"). */
     CHECK_EQ(complete(sock_connect_async, c, to4, &w, NULL), SOCK_SOCKET_ERROR_SUCCESS);
@@ -1521,7 +1513,7 @@ static void test_synchronous_completion_has_no_callback(void)
     CHECK_EQ(sock_args_bytes_transferred(es), 5);
     CHECK_EQ(sock_args_socket_error(es), SOCK_SOCKET_ERROR_SUCCESS);
     CHECK_EQ(sock_args_last_operation(es), SOCK_ASYNC_OPERATION_SEND);
-    CHECK_EQ(count_of(&ws), 0);
+    CHECK_EQ(waiter_count(&ws), 0);
     char got[8];
     CHECK(read_exact(peer, got, 5));
     CHECK(memcmp(got, "hello", 5) == 0);
@@ -1536,7 +1528,7 @@ static void test_synchronous_completion_has_no_callback(void)
     /* The first byte, however it comes, proves the segment is here. */
     CHECK_EQ(complete(sock_receive_async, s, er, &wr, NULL), SOCK_SOCKET_ERROR_SUCCESS);
     CHECK_EQ(in[0], 'c');
-    int wr_count = count_of(&wr);
+    int wr_count = waiter_count(&wr);
     CHECK(sock_args_set_buffer(er, in, sizeof in));
     CHECK(!sock_receive_async(s, er));
     CHECK_OK();
@@ -1551,8 +1543,8 @@ static void test_synchronous_completion_has_no_callback(void)
     CHECK(sock_receive_async(s, ez)); /* zero-byte receive, nothing there: pending */
     CHECK_EQ(write(peer, "h", 1), 1);
     CHECK(wait_for(&wz, 1));
-    CHECK_EQ(count_of(&ws), 0);
-    CHECK_EQ(count_of(&wr), wr_count);
+    CHECK_EQ(waiter_count(&ws), 0);
+    CHECK_EQ(waiter_count(&wr), wr_count);
 
     sock_args_free(es);
     sock_args_free(er);
@@ -1579,7 +1571,7 @@ static void test_pending_callback_runs_once_on_the_reactor(void)
     CHECK(sock_args_set_buffer(e, in, sizeof in));
     CHECK(sock_receive_async(s, e)); /* nothing sent: pending */
     CHECK_OK();
-    CHECK_EQ(count_of(&x.w), 0);
+    CHECK_EQ(waiter_count(&x.w), 0);
     CHECK_EQ(write(peer, "ping", 4), 4);
     CHECK(wait_for(&x.w, 1));
     CHECK(x.args == e);
@@ -1630,8 +1622,8 @@ static void test_pending_callback_runs_once_on_the_reactor(void)
     CHECK(sock_receive_async(s, e2)); /* zero-byte: pending */
     CHECK_EQ(write(peer, "x", 1), 1);
     CHECK(wait_for(&w2, 1));
-    CHECK_EQ(count_of(&x.w), 1);
-    CHECK_EQ(count_of(&xs.w), 1);
+    CHECK_EQ(waiter_count(&x.w), 1);
+    CHECK_EQ(waiter_count(&xs.w), 1);
 
     sock_args_free(e);
     sock_args_free(es);
@@ -1666,7 +1658,7 @@ static void test_never_connected_send_and_receive(void)
         CHECK_EQ(sock_args_socket_error(e), SOCK_SOCKET_ERROR_NOT_CONNECTED);
         CHECK_EQ(sock_args_last_operation(e), SOCK_ASYNC_OPERATION_RECEIVE);
         CHECK_EQ(sock_args_bytes_transferred(e), 0);
-        CHECK_EQ(count_of(&w), 0);
+        CHECK_EQ(waiter_count(&w), 0);
 
         sock_args_free(e);
         sock_free(s);
@@ -1697,13 +1689,13 @@ static void test_connect_refused(void)
     CHECK_EQ(sock_args_last_operation(e), SOCK_ASYNC_OPERATION_CONNECT);
     CHECK_EQ(sock_args_bytes_transferred(e), 0);
     if (pending) {
-        CHECK_EQ(count_of(&w), 1);
+        CHECK_EQ(waiter_count(&w), 1);
         CHECK_EQ(w.error, SOCK_SOCKET_ERROR_CONNECTION_REFUSED);
         CHECK_EQ(w.operation, SOCK_ASYNC_OPERATION_CONNECT);
         CHECK(w.socket == c);
         CHECK(!pthread_equal(w.thread, pthread_self()));
     } else {
-        CHECK_EQ(count_of(&w), 0);
+        CHECK_EQ(waiter_count(&w), 0);
     }
     char remote[64];
     CHECK_SOCKET_ERROR(sock_remote_endpoint(c, remote, sizeof remote),
@@ -1887,16 +1879,7 @@ static void test_accept_hands_out_new_sockets(void)
 /* Records a completion without reading the accepted socket (reading it takes ownership). */
 static void on_completed_unread(sock *s, sock_args *e, void *token)
 {
-    waiter *w = token;
-    pthread_mutex_lock(&w->lock);
-    w->bytes = sock_args_bytes_transferred(e);
-    w->error = sock_args_socket_error(e);
-    w->operation = sock_args_last_operation(e);
-    w->socket = s;
-    w->thread = pthread_self();
-    w->count++;
-    pthread_cond_broadcast(&w->cond);
-    pthread_mutex_unlock(&w->lock);
+    waiter_record(token, s, e, 0);
 }
 
 /* An accepted socket nobody read is closed by the library when the args start another
@@ -1918,7 +1901,7 @@ static void test_unread_accepted_socket_is_released(void)
     CHECK(peer1 >= 0);
     peer_timeout(peer1);
     CHECK_EQ(complete(sock_accept_async, l, e, &w, NULL), SOCK_SOCKET_ERROR_SUCCESS);
-    int before = count_of(&w);
+    int before = waiter_count(&w);
     CHECK(sock_accept_async(l, e)); /* nobody connecting: pending */
     CHECK_EQ(read(peer1, got, sizeof got), 0);
     int peer2 = raw_connect(port);

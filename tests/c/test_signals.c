@@ -74,10 +74,7 @@ typedef struct {
 
 static void note_finished(side *p)
 {
-    pthread_mutex_lock(&p->finished->lock);
-    p->finished->count++;
-    pthread_cond_broadcast(&p->finished->cond);
-    pthread_mutex_unlock(&p->finished->lock);
+    waiter_signal(p->finished);
 }
 
 static void side_sent(sock *s, sock_args *e, void *token)

@@ -43,58 +43,12 @@ static void peer_timeout(int fd)
  */
 static int raw_peer(sock **s, int peer_rcvbuf)
 {
-    *s = NULL;
-    int lfd = socket(AF_INET, SOCK_STREAM, 0);
-    if (lfd < 0)
-        return -1;
-    if (peer_rcvbuf > 0)
-        setsockopt(lfd, SOL_SOCKET, SO_RCVBUF, &peer_rcvbuf, sizeof peer_rcvbuf);
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (bind(lfd, (struct sockaddr *)&a, sizeof a) != 0 || listen(lfd, 4) != 0 ||
-        getsockname(lfd, (struct sockaddr *)&a, &len) != 0) {
-        close(lfd);
-        return -1;
-    }
-    char ep[64];
-    snprintf(ep, sizeof ep, "127.0.0.1:%d", ntohs(a.sin_port));
-    *s = sock_create(SOCK_ADDRESS_FAMILY_INTER_NETWORK, SOCK_SOCKET_TYPE_STREAM,
-                     SOCK_PROTOCOL_TYPE_TCP);
-    if (!*s) {
-        close(lfd);
-        return -1;
-    }
-    static waiter w;
-    waiter_init(&w);
-    sock_args *e = sock_args_new(on_completed, &w);
-    sock_args_set_remote_endpoint(e, ep);
-    int32_t err = complete(sock_connect_async, *s, e, &w, NULL);
-    sock_args_free(e);
-    waiter_destroy(&w);
-    int peer = err == SOCK_SOCKET_ERROR_SUCCESS ? accept(lfd, NULL, NULL) : -1;
-    close(lfd);
+    int peer = connected_to_raw_sized(s, peer_rcvbuf);
     if (peer >= 0)
         peer_timeout(peer);
     return peer;
 }
 
-/* Lets the waiter's count go up by one (for hand-made completion signals). */
-static void signal_waiter(waiter *w)
-{
-    pthread_mutex_lock(&w->lock);
-    w->count++;
-    pthread_cond_broadcast(&w->cond);
-    pthread_mutex_unlock(&w->lock);
-}
-
-static int waiter_count(waiter *w)
-{
-    pthread_mutex_lock(&w->lock);
-    int n = w->count;
-    pthread_mutex_unlock(&w->lock);
-    return n;
-}
 
 /*
  * A later point on the reactor: a pending accept's callback runs only once the reactor is
@@ -928,7 +882,7 @@ static void pp_fail(pp *g, const char *what, long a, long b)
 {
     if (!g->failures++) {
         snprintf(g->what, sizeof g->what, "%s (%ld, %ld)", what, a, b);
-        signal_waiter(&g->done);
+        waiter_signal(&g->done);
     }
 }
 
@@ -971,7 +925,7 @@ static void pp_on_recv(sock *s, sock_args *e, void *token)
         int32_t err = sock_args_socket_error(e);
         size_t n = sock_args_bytes_transferred(e);
         if (err == SOCK_SOCKET_ERROR_OPERATION_ABORTED && atomic_load(&g->finished)) {
-            signal_waiter(&g->aborted);
+            waiter_signal(&g->aborted);
             return;
         }
         if (err != 0 || n == 0) {
@@ -991,7 +945,7 @@ static void pp_on_recv(sock *s, sock_args *e, void *token)
                 g->rounds++;
                 if (g->rounds == PP_ROUNDS) {
                     atomic_store(&g->finished, 1);
-                    signal_waiter(&g->done);
+                    waiter_signal(&g->done);
                     return; /* no receive re-issued on the client */
                 }
                 if (!pp_send(side, v + 1))
@@ -1088,7 +1042,7 @@ static void on_close_and_free_everything(sock *s, sock_args *e, void *token)
     sock_close(s);
     sock_args_free(e);
     sock_free(s);
-    signal_waiter(&d->w);
+    waiter_signal(&d->w);
 }
 
 static void test_callback_closes_socket_and_frees_args_and_socket(void)
