@@ -308,27 +308,40 @@ impl Status {
 }
 
 /// Why a call was rejected: the status, the socket error behind a `Status::SocketError`, and a
-/// message for people. Built only on the rejection path, so formatting here costs nothing on
-/// the success path.
+/// message for people. Built only on the rejection path; boxed so that every `Result` on
+/// the success path stays one word wide.
 #[derive(Debug, Clone)]
-pub struct Reject {
+pub struct Reject(Box<RejectInfo>);
+
+#[derive(Debug, Clone)]
+pub struct RejectInfo {
     pub status: Status,
     pub socket_error: SocketError,
     pub message: Cow<'static, str>,
 }
 
+impl std::ops::Deref for Reject {
+    type Target = RejectInfo;
+
+    fn deref(&self) -> &RejectInfo {
+        &self.0
+    }
+}
+
 impl Reject {
+    #[cold]
     pub fn new(status: Status, message: impl Into<Cow<'static, str>>) -> Reject {
-        Reject {
+        Reject(Box::new(RejectInfo {
             status,
             socket_error: SocketError::Success,
             message: message.into(),
-        }
+        }))
     }
 
     /// A synchronous system call failed: .NET throws a SocketException here.
+    #[cold]
     pub fn socket(error: SocketError, what: &str) -> Reject {
-        Reject {
+        Reject(Box::new(RejectInfo {
             status: Status::SocketError,
             socket_error: error,
             message: format!(
@@ -337,25 +350,30 @@ impl Reject {
                 error as i32
             )
             .into(),
-        }
+        }))
     }
 
+    #[cold]
     pub fn io(err: &std::io::Error, what: &str) -> Reject {
         Reject::socket(SocketError::from_io(err), what)
     }
 
+    #[cold]
     pub fn null(what: &str) -> Reject {
         Reject::new(Status::NullArgument, format!("{what} must not be NULL"))
     }
 
+    #[cold]
     pub fn invalid(message: impl Into<Cow<'static, str>>) -> Reject {
         Reject::new(Status::InvalidArgument, message)
     }
 
+    #[cold]
     pub fn disposed() -> Reject {
         Reject::new(Status::Disposed, "the socket has been closed")
     }
 
+    #[cold]
     pub fn in_progress() -> Reject {
         Reject::new(
             Status::InProgress,

@@ -30,6 +30,7 @@ thread_local! {
     };
 }
 
+#[inline]
 fn record_ok() {
     // try_with: a callback on a thread whose TLS is being torn down must not panic here.
     let _ = LAST.try_with(|last| {
@@ -59,6 +60,7 @@ fn record_reject(reject: &Reject) {
 
 /// Runs the body of an exported function: a rejection or a caught panic is recorded for
 /// `sock_last_status()` and turned into `on_error`; success records OK.
+#[inline]
 pub(crate) fn call<T>(on_error: T, body: impl FnOnce() -> Result<T, Reject>) -> T {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(value)) => {
@@ -105,6 +107,7 @@ pub(crate) fn last_message() -> *const c_char {
 }
 
 /// A borrowed view of an object handed to C with `into_handle`, without touching its count.
+#[inline]
 pub(crate) fn borrow<T>(ptr: *const T, what: &str) -> Result<ManuallyDrop<Arc<T>>, Reject> {
     if ptr.is_null() {
         return Err(Reject::null(what));

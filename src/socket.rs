@@ -213,8 +213,11 @@ fn start(
 ) -> bool {
     ffi::call(false, || {
         let socket = socket(s)?;
-        socket.check_open()?;
-        let args = ffi::borrow(e as *const Args, "args")?;
+        let args = match ffi::borrow(e as *const Args, "args") {
+            Ok(args) => args,
+            // .NET reports a disposed socket before null args.
+            Err(null) => return Err(socket.check_open().err().unwrap_or(null)),
+        };
         operation(&socket, &args)
     })
 }

@@ -86,6 +86,14 @@ pub struct Args {
     last_operation: AtomicI32,
 }
 
+#[cold]
+fn freed() -> Reject {
+    Reject::new(
+        Status::InvalidArgument,
+        "the args object was freed (sock_args_free)",
+    )
+}
+
 /// Exclusive configuration access, released (back to Idle) on drop.
 struct Configuring<'a>(&'a Args);
 
@@ -288,10 +296,7 @@ impl Args {
     /// asked for, so sends and receives never touch the mutex unless a list is set).
     pub fn begin(&self, with_endpoint: bool) -> Result<Snapshot, Reject> {
         if self.freed.load(Ordering::Relaxed) {
-            return Err(Reject::new(
-                Status::InvalidArgument,
-                "the args object was freed (sock_args_free)",
-            ));
+            return Err(freed());
         }
         if self
             .state
@@ -328,6 +333,37 @@ impl Args {
         })
     }
 
+    /// `begin` for sends, receives and disconnects, which need only the payload: no shape, no
+    /// endpoint, and no lock unless a buffer list is set.
+    #[inline]
+    pub fn begin_io(&self) -> Result<Payload, Reject> {
+        if self.freed.load(Ordering::Relaxed) {
+            return Err(freed());
+        }
+        if self
+            .state
+            .compare_exchange(IDLE, IN_FLIGHT, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(Reject::in_progress());
+        }
+        if self.has_list.load(Ordering::Relaxed) {
+            return Ok(match self.extra().list.clone() {
+                Some(list) if !list.is_empty() => Payload::List(list),
+                _ => Payload::Empty,
+            });
+        }
+        let buffer = self.buffer.load(Ordering::Relaxed);
+        Ok(if buffer.is_null() {
+            Payload::Empty
+        } else {
+            Payload::Single(RawBuf {
+                ptr: buffer.wrapping_add(self.offset.load(Ordering::Relaxed)),
+                len: self.count.load(Ordering::Relaxed),
+            })
+        })
+    }
+
     /// Gives the args back untouched after `begin` (a check failed after all).
     pub fn abandon(&self) {
         self.state.store(IDLE, Ordering::Release);
@@ -336,6 +372,7 @@ impl Args {
     /// Records the start of an accepted operation. As in .NET, LastOperation changes now,
     /// while bytes transferred and the socket error keep the last completed operation's
     /// values until this one completes.
+    #[inline]
     pub fn started(&self, operation: AsyncOperation) {
         self.last_operation
             .store(operation as i32, Ordering::Relaxed);
@@ -345,6 +382,7 @@ impl Args {
     }
 
     /// Stores the results and makes the args reusable.
+    #[inline]
     pub fn finish(&self, bytes: usize, error: SocketError, accepted: Option<Arc<Socket>>) {
         self.bytes_transferred.store(bytes, Ordering::Relaxed);
         self.socket_error.store(error as i32, Ordering::Relaxed);

@@ -31,6 +31,7 @@ impl Fd {
     }
 
     /// A guard, or None once close has been asked.
+    #[inline]
     pub fn acquire(&self) -> Option<FdUse<'_>> {
         let mut current = self.state.load(Ordering::Acquire);
         loop {
@@ -75,12 +76,14 @@ impl Fd {
 }
 
 impl FdUse<'_> {
+    #[inline]
     pub fn raw(&self) -> RawFd {
         self.fd.raw
     }
 }
 
 impl Drop for FdUse<'_> {
+    #[inline]
     fn drop(&mut self) {
         if self.fd.state.fetch_sub(1, Ordering::AcqRel) == CLOSED | 1 {
             sys::close(self.fd.raw);

@@ -2,6 +2,7 @@
 //! by the reactor after a readiness edge. An attempt either finishes the operation (with a
 //! result) or says the kernel would block; it never blocks and never reports EAGAIN.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::args::{Args, Payload};
@@ -17,6 +18,7 @@ pub struct Finished {
 }
 
 impl Finished {
+    #[inline]
     pub fn ok(bytes: usize) -> Finished {
         Finished {
             bytes,
@@ -50,6 +52,7 @@ pub struct Transfer {
 }
 
 impl Transfer {
+    #[inline]
     pub fn new(payload: Payload) -> Transfer {
         let total = payload.total_len();
         Transfer {
@@ -65,6 +68,7 @@ impl Transfer {
         self.total
     }
 
+    #[inline]
     fn send(&mut self, fd: i32, stream: bool) -> Attempt {
         while self.done < self.total {
             let sent = match &self.payload {
@@ -105,24 +109,28 @@ pub enum ConnectPhase {
     Sending,
 }
 
+/// A connect in progress (boxed in `Kind`: rare, and larger than the rest).
+pub struct Connect {
+    pub addr: SocketAddr,
+    pub phase: ConnectPhase,
+    /// .NET sends the args' buffer once connected; bytes transferred counts it.
+    pub then: Transfer,
+}
+
 pub enum Kind {
     Accept,
-    Connect {
-        addr: socket2::SockAddr,
-        phase: ConnectPhase,
-        /// .NET sends the args' buffer once connected; bytes transferred counts it.
-        then: Transfer,
-    },
+    Connect(Box<Connect>),
     Send(Transfer),
     Receive(Payload),
     Disconnect,
 }
 
 impl Kind {
+    #[inline]
     pub fn operation(&self) -> AsyncOperation {
         match self {
             Kind::Accept => AsyncOperation::Accept,
-            Kind::Connect { .. } => AsyncOperation::Connect,
+            Kind::Connect(_) => AsyncOperation::Connect,
             Kind::Send(_) => AsyncOperation::Send,
             Kind::Receive(_) => AsyncOperation::Receive,
             Kind::Disconnect => AsyncOperation::Disconnect,
@@ -132,12 +140,14 @@ impl Kind {
     /// Bytes already moved, reported if the operation is aborted now.
     pub fn progress(&self) -> usize {
         match self {
-            Kind::Send(t) | Kind::Connect { then: t, .. } => t.done,
+            Kind::Send(t) => t.done,
+            Kind::Connect(c) => c.then.done,
             _ => 0,
         }
     }
 
     /// One non-blocking try. `socket` is the socket the operation was issued on.
+    #[inline]
     pub fn attempt(&mut self, socket: &Socket) -> Attempt {
         let Some(fd) = socket.fd().acquire() else {
             return Attempt::Done(Finished::failed(
@@ -167,9 +177,10 @@ impl Kind {
                 Err(libc::EAGAIN) => Attempt::WouldBlock,
                 Err(e) => Attempt::Done(Finished::failed(0, SocketError::from_errno(e))),
             },
-            Kind::Connect { addr, phase, then } => loop {
+            Kind::Connect(connect) => loop {
+                let Connect { addr, phase, then } = &mut **connect;
                 match phase {
-                    ConnectPhase::Start => match sys::connect(fd, addr) {
+                    ConnectPhase::Start => match sys::connect(fd, *addr) {
                         Ok(()) => {
                             socket.connect_finished(true);
                             *phase = ConnectPhase::Sending;

