@@ -174,7 +174,7 @@ fn pending_operations_allocate_nothing_once_warm() {
             }
         })
     };
-    let mut round = |i: u64| {
+    let round = |i: u64| {
         assert!(
             a.receive_async(&receive).unwrap(),
             "nothing to read yet: pending"
