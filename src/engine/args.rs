@@ -389,7 +389,14 @@ impl Args {
         if accepted.is_some() {
             self.extra().accepted = accepted;
         }
-        self.state.store(IDLE, Ordering::Release);
+        if cfg!(debug_assertions) {
+            // Every test build checks that an operation completes exactly once: completing
+            // args that no operation owns means a second completion.
+            let previous = self.state.swap(IDLE, Ordering::Release);
+            assert_eq!(previous, IN_FLIGHT, "an operation completed twice");
+        } else {
+            self.state.store(IDLE, Ordering::Release);
+        }
     }
 
     /// Runs the completion callback (reactor thread only).

@@ -107,7 +107,8 @@ impl Reactor {
 }
 
 /// A bug in one socket's handling must not take every other socket's completions with it:
-/// the reactor thread catches the panic and goes on.
+/// in release builds the reactor thread catches the panic and goes on; debug builds abort,
+/// so a test cannot pass over it.
 fn survive(work: impl FnOnce()) {
     if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
         let what = panic
@@ -116,6 +117,10 @@ fn survive(work: impl FnOnce()) {
             .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
             .unwrap_or("unknown panic");
         eprintln!("sockasync: internal error on the reactor thread (please report): {what}");
+        if cfg!(debug_assertions) {
+            // Debug builds are for finding such bugs: fail loudly (the tests run these).
+            std::process::abort();
+        }
     }
 }
 
