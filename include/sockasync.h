@@ -539,7 +539,10 @@ bool sock_shutdown(sock *s, int32_t how);
  * through its callback, on the reactor thread, never inside this call. If any was aborted,
  * the close resets the connection (the peer sees ConnectionReset) unless sending was shut
  * down first. Later calls on the socket are rejected as Disposed; closing again does
- * nothing. The handle stays valid until `sock_free`.
+ * nothing. The handle stays valid until `sock_free`. An operation another thread starts
+ * while the close is under way ends one of three ways: rejected as Disposed, completed at
+ * once (false, status OK) with OperationAborted and the bytes already sent, or pending and
+ * then aborted through its callback.
  *
  * Status: NullArgument for NULL, else OK.
  */

@@ -180,7 +180,10 @@ pub extern "C" fn sock_shutdown(s: *mut sock, how: i32) -> bool {
 /// through its callback, on the reactor thread, never inside this call. If any was aborted,
 /// the close resets the connection (the peer sees ConnectionReset) unless sending was shut
 /// down first. Later calls on the socket are rejected as Disposed; closing again does
-/// nothing. The handle stays valid until `sock_free`.
+/// nothing. The handle stays valid until `sock_free`. An operation another thread starts
+/// while the close is under way ends one of three ways: rejected as Disposed, completed at
+/// once (false, status OK) with OperationAborted and the bytes already sent, or pending and
+/// then aborted through its callback.
 ///
 /// Status: NullArgument for NULL, else OK.
 #[unsafe(no_mangle)]
