@@ -10,13 +10,12 @@ use std::sync::Arc;
 
 use crate::error::{Reject, Status};
 
+/// The latest call's status on this thread. Plain cells without a destructor, so the success
+/// path (every call) pays no TLS lifecycle check; the message lives apart.
 struct LastCall {
     status: Cell<i32>,
     socket_error: Cell<i32>,
     has_message: Cell<bool>,
-    /// NUL-terminated; kept (not freed) between errors, so a message costs no allocation
-    /// once the buffer has grown.
-    message: RefCell<Vec<u8>>,
 }
 
 thread_local! {
@@ -25,23 +24,25 @@ thread_local! {
             status: Cell::new(0),
             socket_error: Cell::new(0),
             has_message: Cell::new(false),
-            message: RefCell::new(Vec::new()),
         }
     };
+    /// NUL-terminated; kept (not freed) between errors, so a message costs no allocation
+    /// once the buffer has grown.
+    static MESSAGE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 #[inline]
 fn record_ok() {
-    // try_with: a callback on a thread whose TLS is being torn down must not panic here.
-    let _ = LAST.try_with(|last| {
+    LAST.with(|last| {
         last.status.set(Status::Ok as i32);
         last.socket_error.set(0);
         last.has_message.set(false);
     });
 }
 
+#[cold]
 fn record_reject(reject: &Reject) {
-    let _ = LAST.try_with(|last| {
+    LAST.with(|last| {
         last.status.set(reject.status as i32);
         last.socket_error
             .set(if reject.status == Status::SocketError {
@@ -49,12 +50,18 @@ fn record_reject(reject: &Reject) {
             } else {
                 0
             });
-        if let Ok(mut message) = last.message.try_borrow_mut() {
+        // try_with: a call on a thread whose TLS is being torn down keeps its status, and
+        // only loses the message.
+        let stored = MESSAGE.try_with(|message| {
+            let Ok(mut message) = message.try_borrow_mut() else {
+                return false;
+            };
             message.clear();
             message.extend(reject.message.bytes().filter(|b| *b != 0));
             message.push(0);
-            last.has_message.set(true);
-        }
+            true
+        });
+        last.has_message.set(stored.unwrap_or(false));
     });
 }
 
@@ -87,23 +94,21 @@ pub(crate) fn call<T>(on_error: T, body: impl FnOnce() -> Result<T, Reject>) -> 
 }
 
 pub(crate) fn last_status() -> i32 {
-    LAST.try_with(|last| last.status.get())
-        .unwrap_or(Status::Internal as i32)
+    LAST.with(|last| last.status.get())
 }
 
 pub(crate) fn last_socket_error() -> i32 {
-    LAST.try_with(|last| last.socket_error.get()).unwrap_or(0)
+    LAST.with(|last| last.socket_error.get())
 }
 
 pub(crate) fn last_message() -> *const c_char {
-    LAST.try_with(|last| {
-        if last.has_message.get() {
-            last.message.borrow().as_ptr() as *const c_char
-        } else {
-            c"".as_ptr()
-        }
-    })
-    .unwrap_or(c"".as_ptr())
+    let has_message = LAST.with(|last| last.has_message.get());
+    if !has_message {
+        return c"".as_ptr();
+    }
+    MESSAGE
+        .try_with(|message| message.borrow().as_ptr() as *const c_char)
+        .unwrap_or(c"".as_ptr())
 }
 
 /// A borrowed view of an object handed to C with `into_handle`, without touching its count.
