@@ -715,13 +715,14 @@ static void test_64mib_send_from_buffer_list(void)
 
 /* ---- 5. past IOV_MAX ------------------------------------------------------------- */
 
-static void test_send_from_5000_entry_list_with_empty_entries(void)
+/* Sends a list of `ENTRIES` small entries (some empty, some NULL with length 0) through a
+ * small window, and checks the peer gets every byte in order. */
+static void send_list_arrives_whole(size_t ENTRIES)
 {
     sock *s;
     int peer = raw_peer(&s, 4096);
     CHECK(peer >= 0);
     CHECK(sock_set_option(s, SOCK_OPTION_SEND_BUFFER_SIZE, 4096));
-    enum { ENTRIES = 5000 };
     sock_buf *list = calloc(ENTRIES, sizeof *list);
     size_t total = 0;
     for (size_t k = 0; k < ENTRIES; k++) {
@@ -759,6 +760,17 @@ static void test_send_from_5000_entry_list_with_empty_entries(void)
     for (size_t k = 0; k < ENTRIES; k++)
         free(list[k].data);
     free(list);
+}
+
+static void test_send_from_5000_entry_list_with_empty_entries(void)
+{
+    send_list_arrives_whole(5000);
+}
+
+/* Issue 4's integer edge: far past IOV_MAX, still one operation, still whole. */
+static void test_send_from_100000_entry_list(void)
+{
+    send_list_arrives_whole(100000);
 }
 
 static void test_receive_into_3000_one_byte_entries(void)
@@ -1446,6 +1458,7 @@ int main(void)
     RUN(test_concurrent_small_sends_from_threads_all_complete);
     RUN(test_64mib_send_from_buffer_list);
     RUN(test_send_from_5000_entry_list_with_empty_entries);
+    RUN(test_send_from_100000_entry_list);
     RUN(test_receive_into_3000_one_byte_entries);
     RUN(test_peer_reset_fails_pending_send);
     RUN(test_peer_reset_fails_pending_receive);
