@@ -5,7 +5,9 @@
 #                    pending, and user-space instructions per call (callgrind, 20,000 sends)
 #   2. streaming     1 GiB in 64 KiB sends to a draining reader: GB/s
 #   3. ping-pong     64 B request/response, TCP_NODELAY, 100,000 round trips: p50/p99 us
-# (Scenario 4, fan-out, is not here yet.)
+#   4. fan-out       C connections (2,000; --quick 500) echoing 16 KiB messages through one
+#                    echo server, SO_RCVBUF 4 KiB: echoes/s and RSS bytes per idle connection
+#                    (here "raw" is a hand-written edge-triggered epoll server)
 #
 #   bash benches/run.sh [--rounds N] [--quick]
 #
@@ -57,10 +59,14 @@ if [ $QUICK = 1 ]; then
   SMALL_N=200000
   STREAM_BYTES=$((128 * 1024 * 1024))
   PING_N=20000
+  FAN_CONNS=500
+  FAN_SECONDS=2
 else
   SMALL_N=1000000
   STREAM_BYTES=$((1024 * 1024 * 1024))
   PING_N=100000
+  FAN_CONNS=2000
+  FAN_SECONDS=3
 fi
 PING_WARMUP=1000
 CALLGRIND_N=20000
@@ -195,6 +201,29 @@ for ((r = 1; r <= ROUNDS; r++)); do
   log "$line"
 done
 
+# ---- 4. fan-out --------------------------------------------------------------------------
+log "== 4. fan-out: $FAN_CONNS connections x 16 KiB echoes for $FAN_SECONDS s, $ROUNDS rounds (epoll uv sa)"
+for ((r = 1; r <= ROUNDS; r++)); do
+  line="   round $r:"
+  for m in "${MECHS[@]}"; do
+    arg=$m
+    [ "$m" = raw ] && arg=epoll
+    v=$(run_one "fanout-$m-r$r" "$B/bench_fanout" "$arg" "$FAN_CONNS" "$FAN_SECONDS")
+    if [ "$v" = FAIL ]; then
+      FAILURES=$((FAILURES + 1))
+      VALUES[fan.$m]+="FAIL "
+      VALUES[fanmem.$m]+="FAIL "
+    else
+      read -r rate mem <<<"$v"
+      VALUES[fan.$m]+="$rate "
+      VALUES[fanmem.$m]+="$mem "
+    fi
+    EXTRA[fan.$m]+="$(stat_of pending "$LOGS/fanout-$m-r$r.err") "
+    line+=" $arg ${v/ / echoes\/s, } B/conn"
+  done
+  log "$line"
+done
+
 ELAPSED=$((SECONDS - START_SECONDS))
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -258,6 +287,7 @@ thousands() { # 1000000 -> 1,000,000
 ok_small=$(r=$(rom small raw); [ "$r" = FAIL ] && echo FAIL || check "r <= 1.05" -v r="$r")
 ok_ir=$(i=${IR_PER_CALL[sa]}; [ "$i" = FAIL ] && echo FAIL || check "i <= 100" -v i="$i")
 ok_stream=$(a=$(rom stream raw); b=$(rom stream uv); { [ "$a" = FAIL ] || [ "$b" = FAIL ]; } && echo FAIL || check "a >= 0.97 && b >= 1.0" -v a="$a" -v b="$b")
+ok_fan=$(b=$(rom fan uv); m=$(median ${VALUES[fanmem.sa]}); { [ "$b" = FAIL ] || [ "$m" = FAIL ]; } && echo FAIL || check "b >= 1.2 && m <= 256" -v b="$b" -v m="$m")
 ok_p50=$(a=$(rom p50 raw); b=$(rom p50 uv); { [ "$a" = FAIL ] || [ "$b" = FAIL ]; } && echo FAIL || check "a <= 1.05 && b < 1.0" -v a="$a" -v b="$b")
 
 # spread VALUES...: "median (min-max)", or FAIL.
@@ -271,6 +301,8 @@ small_pending=$(spread ${EXTRA[small.sa]})
 small_eagain_raw=$(spread ${EXTRA[small.raw]})
 small_eagain_uv=$(spread ${EXTRA[small.uv]})
 stream_pending=$(spread ${EXTRA[stream.sa]})
+fan_pending=$(spread ${EXTRA[fan.sa]})
+fan_eagain_raw=$(spread ${EXTRA[fan.raw]})
 
 mb=$((STREAM_BYTES / 1024 / 1024))
 if [ "$mb" -ge 1024 ]; then stream_size="$((mb / 1024)) GiB"; else stream_size="$mb MiB"; fi
@@ -297,6 +329,9 @@ machine makes absolute numbers noisy; the paired ratios are what to read).
 | 2. streaming: $stream_size in 64 KiB sends to a reader thread | GB/s (higher is better) | $(fmt %.2f "$(median ${VALUES[stream.raw]})") | $(fmt %.2f "$(median ${VALUES[stream.uv]})") | $(fmt %.2f "$(median ${VALUES[stream.sa]})") | $(ratio stream raw) | $(ratio stream uv) | >= 0.97x raw blocking, >= 1.00x libuv | $ok_stream |
 | 3. ping-pong: 64 B, TCP_NODELAY, $(thousands "$PING_N") round trips; both ends in one process, 2 threads, unpinned | p50 round trip, us (lower is better) | $(fmt %.1f "$(median ${VALUES[p50.raw]})") | $(fmt %.1f "$(median ${VALUES[p50.uv]})") | $(fmt %.1f "$(median ${VALUES[p50.sa]})") | $(ratio p50 raw) | $(ratio p50 uv) | <= 1.05x raw, < libuv | $ok_p50 |
 | 3. ping-pong | p99 round trip, us | $(fmt %.1f "$(median ${VALUES[p99.raw]})") | $(fmt %.1f "$(median ${VALUES[p99.uv]})") | $(fmt %.1f "$(median ${VALUES[p99.sa]})") | $(ratio p99 raw) | $(ratio p99 uv) | | |
+| 4. fan-out: $(thousands "$FAN_CONNS") connections, 16 KiB echoes for $FAN_SECONDS s, SO_RCVBUF 4 KiB; raw = hand-written epoll server; client a separate epoll process | completed echoes/s (higher is better) | $(fmt %.0f "$(median ${VALUES[fan.raw]})") | $(fmt %.0f "$(median ${VALUES[fan.uv]})") | $(fmt %.0f "$(median ${VALUES[fan.sa]})") | $(ratio fan raw) | $(ratio fan uv) | >= 1.2x libuv completions/s with 2 reactor threads (sockasync has 1 reactor thread until issue 5 adds the setting); <= 256 B library memory per idle connection | $ok_fan |
+| 4. fan-out | server RSS bytes per idle connection (lower is better) | $(fmt %.0f "$(median ${VALUES[fanmem.raw]})") | $(fmt %.0f "$(median ${VALUES[fanmem.uv]})") | $(fmt %.0f "$(median ${VALUES[fanmem.sa]})") | $(ratio fanmem raw) | $(ratio fanmem uv) | <= 256 B | |
+| 4. fan-out | server sends that hit EAGAIN (raw) or went pending (sockasync) per run: median (min-max) | $fan_eagain_raw | n/a | $fan_pending | | | | |
 
 How each was run (programs in benches/, built by benches/Makefile with -O2):
 - 1. small sends (bench_small): one connection, no TCP_NODELAY, a reader thread in the same
@@ -326,6 +361,18 @@ How each was run (programs in benches/, built by benches/Makefile with -O2):
   on sockasync: the server's pending receive completes on the reactor thread, whose callback
   sends the echo and receives again; the client thread issues sock_send_async then
   sock_receive_async and waits on a semaphore when one goes pending.
+- 4. fan-out (bench_fanout): the measured process runs only the echo server; the client is
+  a forked process (a plain edge-triggered epoll loop, the same for every mechanism) that
+  connects $(thousands "$FAN_CONNS") sockets, then keeps one 16 KiB message in flight per connection and
+  checks every echoed byte; echoes/s = echoes completed in $FAN_SECONDS s / elapsed (messages in
+  flight at the end must still come back within 10 s, else the run fails). SO_RCVBUF 4 KiB
+  on the server's listener (before accept) and on every client socket. RSS per connection =
+  (server VmRSS with all connections accepted and idle - VmRSS before connecting) / count;
+  it includes the server program's own per-connection struct (16-32 B) but no message
+  buffer (each server allocates one only while data moves). raw: epoll, reads into one
+  scratch buffer, copies what a send leaves. libuv: uv_read_start + uv_write, a malloc'd
+  buffer per read. sockasync: from callbacks: accept, then per connection one args cycling
+  zero-byte receive -> receive into a malloc'd buffer -> sock_send_async -> free.
 EOF
 }
 
