@@ -27,6 +27,15 @@ const BUSY_QUEUED: u8 = 2;
 const WAITING: u8 = 3;
 const STOPPED: u8 = 4;
 
+/// Most queues never hold more than one waiting operation (an idle connection's pending
+/// receive), so the first slot is reserved alone rather than the default four; the queue
+/// then doubles as usual. That is most of a waiting connection's memory.
+fn make_room(ops: &mut VecDeque<Pending>) {
+    if ops.len() == ops.capacity() && ops.capacity() < 2 {
+        ops.reserve_exact(1);
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
     Read,
@@ -100,6 +109,7 @@ impl OpQueue {
                         continue;
                     }
                     args.started(kind.operation());
+                    make_room(&mut ops);
                     ops.push_back(Pending {
                         kind,
                         args: Arc::clone(args),
@@ -135,6 +145,7 @@ impl OpQueue {
                         observed = now;
                         continue;
                     }
+                    make_room(&mut ops);
                     ops.push_front(Pending {
                         kind,
                         args: Arc::clone(args),
@@ -225,6 +236,7 @@ impl OpQueue {
                             observed = now;
                             continue;
                         }
+                        make_room(&mut ops);
                         ops.push_front(op);
                         self.state.store(WAITING, Ordering::Release);
                         return;
