@@ -9,8 +9,10 @@
 //!
 //! States: Idle (no one owns, nothing queued) -> Busy (an owner is trying) -> Busy+queued
 //! (others queued behind the owner) -> Waiting (the head would block; the next edge resumes)
-//! and Stopped (closed). Only Idle -> Busy happens without the lock, so a caller whose queue
-//! is empty pays one compare-and-swap, and gives the queue back with another.
+//! and Stopped (closed). Two changes happen without the lock, both compare-and-swaps by a
+//! caller: Idle -> Busy to take the queue and Busy -> Idle to give it back, so a caller whose
+//! queue is empty takes no lock at all. Every other change holds the lock, and the one that
+//! can race the lock-free give-back (Busy -> Busy+queued) is a compare-and-swap as well.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -28,8 +30,8 @@ const WAITING: u8 = 3;
 const STOPPED: u8 = 4;
 
 /// Most queues never hold more than one waiting operation (an idle connection's pending
-/// receive), so the first slot is reserved alone rather than the default four; the queue
-/// then doubles as usual. That is most of a waiting connection's memory.
+/// receive), so the first slots are reserved one at a time rather than the default four
+/// (which made up most of an idle connection's memory); past two the queue doubles as usual.
 fn make_room(ops: &mut VecDeque<Pending>) {
     if ops.len() == ops.capacity() && ops.capacity() < 2 {
         ops.reserve_exact(1);
