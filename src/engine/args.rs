@@ -295,41 +295,19 @@ impl Args {
     /// Takes the args for an operation and copies out its configuration (the endpoint only if
     /// asked for, so sends and receives never touch the mutex unless a list is set).
     pub fn begin(&self, with_endpoint: bool) -> Result<Snapshot, Reject> {
-        if self.freed.load(Ordering::Relaxed) {
-            return Err(freed());
-        }
-        if self
-            .state
-            .compare_exchange(IDLE, IN_FLIGHT, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            return Err(Reject::in_progress());
-        }
-        let buffer = self.buffer.load(Ordering::Relaxed);
-        let has_list = self.has_list.load(Ordering::Relaxed);
-        let has_endpoint = with_endpoint && self.has_endpoint.load(Ordering::Relaxed);
-        let (list, endpoint) = if has_list || has_endpoint {
-            let extra = self.extra();
-            (extra.list.clone(), extra.endpoint)
+        self.claim()?;
+        let endpoint = if with_endpoint && self.has_endpoint.load(Ordering::Relaxed) {
+            self.extra().endpoint
         } else {
-            (None, None)
-        };
-        let payload = match list {
-            Some(list) if !list.is_empty() => Payload::List(list),
-            Some(_) => Payload::Empty,
-            None if buffer.is_null() => Payload::Empty,
-            None => Payload::Single(RawBuf {
-                ptr: buffer.wrapping_add(self.offset.load(Ordering::Relaxed)),
-                len: self.count.load(Ordering::Relaxed),
-            }),
+            None
         };
         Ok(Snapshot {
             shape: Shape {
-                has_buffer: !buffer.is_null(),
-                has_list,
+                has_buffer: !self.buffer.load(Ordering::Relaxed).is_null(),
+                has_list: self.has_list.load(Ordering::Relaxed),
                 endpoint,
             },
-            payload,
+            payload: self.payload(),
         })
     }
 
@@ -337,31 +315,43 @@ impl Args {
     /// endpoint, and no lock unless a buffer list is set.
     #[inline]
     pub fn begin_io(&self) -> Result<Payload, Reject> {
+        self.claim()?;
+        Ok(self.payload())
+    }
+
+    /// Claims the args for one operation: refused once freed, or while anything owns them.
+    #[inline]
+    fn claim(&self) -> Result<(), Reject> {
         if self.freed.load(Ordering::Relaxed) {
             return Err(freed());
         }
-        if self
+        match self
             .state
             .compare_exchange(IDLE, IN_FLIGHT, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
         {
-            return Err(Reject::in_progress());
+            Ok(_) => Ok(()),
+            Err(_) => Err(Reject::in_progress()),
         }
+    }
+
+    /// The data the claimed args name: the list, else the buffer's range, else nothing.
+    #[inline]
+    fn payload(&self) -> Payload {
         if self.has_list.load(Ordering::Relaxed) {
-            return Ok(match self.extra().list.clone() {
+            return match self.extra().list.clone() {
                 Some(list) if !list.is_empty() => Payload::List(list),
                 _ => Payload::Empty,
-            });
+            };
         }
         let buffer = self.buffer.load(Ordering::Relaxed);
-        Ok(if buffer.is_null() {
+        if buffer.is_null() {
             Payload::Empty
         } else {
             Payload::Single(RawBuf {
                 ptr: buffer.wrapping_add(self.offset.load(Ordering::Relaxed)),
                 len: self.count.load(Ordering::Relaxed),
             })
-        })
+        }
     }
 
     /// Gives the args back untouched after `begin` (a check failed after all).
