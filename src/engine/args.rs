@@ -79,7 +79,8 @@ pub struct Args {
     count: AtomicUsize,
     has_list: AtomicBool,
     has_endpoint: AtomicBool,
-    extra: Mutex<Extra>,
+    /// Allocated on first use: sends and receives with one buffer never need it.
+    extra: Mutex<Option<Box<Extra>>>,
 
     bytes_transferred: AtomicUsize,
     socket_error: AtomicI32,
@@ -116,15 +117,25 @@ impl Args {
             count: AtomicUsize::new(0),
             has_list: AtomicBool::new(false),
             has_endpoint: AtomicBool::new(false),
-            extra: Mutex::new(Extra::default()),
+            extra: Mutex::new(None),
             bytes_transferred: AtomicUsize::new(0),
             socket_error: AtomicI32::new(0),
             last_operation: AtomicI32::new(AsyncOperation::None as i32),
         }
     }
 
-    fn extra(&self) -> MutexGuard<'_, Extra> {
+    fn extra(&self) -> MutexGuard<'_, Option<Box<Extra>>> {
         self.extra.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Changes the extras, allocating them on first use.
+    fn with_extra<R>(&self, change: impl FnOnce(&mut Extra) -> R) -> R {
+        change(self.extra().get_or_insert_with(Box::default))
+    }
+
+    /// Changes the extras if there are any (clearing needs no allocation).
+    fn with_existing_extra<R>(&self, change: impl FnOnce(&mut Extra) -> R) -> Option<R> {
+        self.extra().as_deref_mut().map(change)
     }
 
     fn configure(&self) -> Result<Configuring<'_>, Reject> {
@@ -182,7 +193,7 @@ impl Args {
     pub fn set_buffer_list(&self, list: Option<Vec<RawBuf>>) -> Result<(), Reject> {
         let _owned = self.configure()?;
         let Some(list) = list else {
-            self.extra().list = None;
+            self.with_existing_extra(|e| e.list = None);
             self.has_list.store(false, Ordering::Relaxed);
             return Ok(());
         };
@@ -208,7 +219,7 @@ impl Args {
                 ));
             }
         }
-        self.extra().list = Some(list.into());
+        self.with_extra(|e| e.list = Some(list.into()));
         self.has_list.store(true, Ordering::Relaxed);
         Ok(())
     }
@@ -216,7 +227,12 @@ impl Args {
     /// `sock_args_set_remote_endpoint`: None clears.
     pub fn set_remote_endpoint(&self, endpoint: Option<SocketAddr>) -> Result<(), Reject> {
         let _owned = self.configure()?;
-        self.extra().endpoint = endpoint;
+        match endpoint {
+            Some(_) => self.with_extra(|e| e.endpoint = endpoint),
+            None => self
+                .with_existing_extra(|e| e.endpoint = None)
+                .unwrap_or(()),
+        }
         self.has_endpoint
             .store(endpoint.is_some(), Ordering::Relaxed);
         Ok(())
@@ -253,20 +269,23 @@ impl Args {
     /// The socket the last accept produced, or null. The first read hands the caller its
     /// reference (the caller now owns the handle); later reads return the same handle.
     pub fn accept_socket(&self) -> *const Socket {
-        let mut extra = self.extra();
-        if let Some(socket) = extra.accepted.take() {
-            extra.handed_out = Arc::into_raw(socket) as usize;
-        }
-        extra.handed_out as *const Socket
+        self.with_existing_extra(|extra| {
+            if let Some(socket) = extra.accepted.take() {
+                extra.handed_out = Arc::into_raw(socket) as usize;
+            }
+            extra.handed_out
+        })
+        .unwrap_or(0) as *const Socket
     }
 
     /// Forgets the last accepted socket; one the caller never read is closed.
     fn drop_accepted(&self) {
-        let unread = {
-            let mut extra = self.extra();
-            extra.handed_out = 0;
-            extra.accepted.take()
-        };
+        let unread = self
+            .with_existing_extra(|extra| {
+                extra.handed_out = 0;
+                extra.accepted.take()
+            })
+            .flatten();
         if let Some(socket) = unread {
             socket.close();
         }
@@ -281,7 +300,7 @@ impl Args {
     /// read only if asked for.
     pub fn peek_shape(&self, with_endpoint: bool) -> Shape {
         let endpoint = if with_endpoint && self.has_endpoint.load(Ordering::Relaxed) {
-            self.extra().endpoint
+            self.extra().as_ref().and_then(|e| e.endpoint)
         } else {
             None
         };
@@ -297,7 +316,7 @@ impl Args {
     pub fn begin(&self, with_endpoint: bool) -> Result<Snapshot, Reject> {
         self.claim()?;
         let endpoint = if with_endpoint && self.has_endpoint.load(Ordering::Relaxed) {
-            self.extra().endpoint
+            self.extra().as_ref().and_then(|e| e.endpoint)
         } else {
             None
         };
@@ -338,7 +357,7 @@ impl Args {
     #[inline]
     fn payload(&self) -> Payload {
         if self.has_list.load(Ordering::Relaxed) {
-            return match self.extra().list.clone() {
+            return match self.extra().as_ref().and_then(|e| e.list.clone()) {
                 Some(list) if !list.is_empty() => Payload::List(list),
                 _ => Payload::Empty,
             };
@@ -377,7 +396,7 @@ impl Args {
         self.bytes_transferred.store(bytes, Ordering::Relaxed);
         self.socket_error.store(error as i32, Ordering::Relaxed);
         if accepted.is_some() {
-            self.extra().accepted = accepted;
+            self.with_extra(|e| e.accepted = accepted);
         }
         if cfg!(debug_assertions) {
             // Every test build checks that an operation completes exactly once: completing
