@@ -1400,6 +1400,22 @@ fn receive_slots(count: usize, tx: &Sender<Completed>, rng: &mut Rng) -> Arc<Vec
     )
 }
 
+/// Takes the next receive completion, checks it succeeded and is its receive's first, and
+/// records its bytes; returns which receive it was.
+fn record_receive(rx: &Receiver<Completed>, results: &mut [Option<usize>]) -> usize {
+    let c = rx
+        .recv_timeout(WAIT)
+        .expect("hang: a pending receive never completed");
+    assert_eq!(c.error, 0, "receive {}", c.index);
+    assert!(
+        results[c.index].is_none(),
+        "receive {} completed twice",
+        c.index
+    );
+    results[c.index] = Some(c.bytes);
+    c.index
+}
+
 /// Checks that receives, taken in issue order, got consecutive bytes of `stream`, at least
 /// one each, then reads what is left and checks that too. `results[i]`: receive i's bytes.
 fn check_fifo(s: &Arc<Socket>, slots: &[Slot], results: &[Option<usize>], stream: &[u8]) {
@@ -1488,17 +1504,7 @@ fn concurrent_receives_on_one_socket_are_served_in_issue_order() {
     let mut order = Vec::with_capacity(count);
     let write_pending = b.send_async(&writer).expect("write accepted");
     for _ in 0..count {
-        let c = rx
-            .recv_timeout(WAIT)
-            .expect("hang: a pending receive never completed");
-        assert_eq!(c.error, 0, "receive {}", c.index);
-        assert!(
-            results[c.index].is_none(),
-            "receive {} completed twice",
-            c.index
-        );
-        results[c.index] = Some(c.bytes);
-        order.push(c.index);
+        order.push(record_receive(&rx, &mut results));
     }
     check_fifo(&a, &slots, &results, &stream);
     let (n, err) = if write_pending {
@@ -1586,16 +1592,7 @@ fn receives_while_writing(a: &Arc<Socket>, b: &Arc<Socket>, seed: u64) -> (u64, 
         }
     }
     for _ in 0..pending {
-        let c = rx2
-            .recv_timeout(WAIT)
-            .expect("hang: a pending receive never completed");
-        assert_eq!(c.error, 0, "receive {}", c.index);
-        assert!(
-            results[c.index].is_none(),
-            "receive {} completed twice",
-            c.index
-        );
-        results[c.index] = Some(c.bytes);
+        record_receive(&rx2, &mut results);
     }
     // Reads the rest as the writer goes on (joining first could wait for a writer waiting
     // for room in the socket buffers).
