@@ -118,7 +118,9 @@ fn option(code: i32) -> Result<SocketOption, Reject> {
 /// Sets an option (`sock_option`): NoDelay, ReuseAddress and KeepAlive take 0 or 1;
 /// SendBufferSize and ReceiveBufferSize a size in bytes (1 to INT32_MAX; the kernel may
 /// round it); Linger the seconds a close may wait for unsent data (0 to 65535; 0 = close
-/// resets the connection; -1 = off).
+/// resets the connection; -1 = off). With a Linger above 0 the kernel's close waits, on
+/// the thread that closes (the reactor thread, if it happens in a callback), until unsent
+/// data is gone or the time is up; other sockets' callbacks wait with it.
 ///
 /// Returns true if set. False: NullArgument, Disposed, InvalidArgument (unknown option or a
 /// value out of range), or SocketError.
