@@ -302,6 +302,34 @@ typedef int32_t sock_shutdown_how;
 #endif // __cplusplus
 
 /**
+ * Where completion callbacks run (`sock_runtime_configure`'s `dispatch`).
+ */
+enum sock_dispatch
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * On the reactor thread that finished the operation (the default, and the fastest): a
+   * callback that blocks delays the completions of that reactor's other sockets.
+   */
+  SOCK_DISPATCH_INLINE = 0,
+  /**
+   * On a small pool of worker threads (at least two), so a slow callback cannot stall
+   * other sockets. Callbacks of one socket may then run at the same time on different
+   * workers.
+   */
+  SOCK_DISPATCH_POOL = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum sock_dispatch sock_dispatch;
+#else
+typedef int32_t sock_dispatch;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * A socket (.NET's `Socket`): TCP or UDP over IPv4 or IPv6, always non-blocking inside.
  *
  * Made by `sock_create`, or handed out by a completed accept (`sock_args_accept_socket`).
@@ -458,6 +486,34 @@ size_t sock_args_count(const sock_args *e);
  * released by the library when the args start another accept or are freed.
  */
 sock *sock_args_accept_socket(const sock_args *e);
+
+/**
+ * Configures the runtime before its first use (the first `sock_create`): `reactor_threads`
+ * epoll threads (1 to 256; sockets, also accepted ones, are spread over them round-robin)
+ * and where callbacks run (`sock_dispatch`). Without this call the defaults are 1 thread and
+ * Inline, or what the environment variables SOCKASYNC_REACTOR_THREADS (a number) and
+ * SOCKASYNC_DISPATCH (`inline` or `pool`) say; this call overrides them. It may be called
+ * again after `sock_runtime_shutdown`, for the next start.
+ *
+ * Returns true if taken. False: InvalidArgument (0 or more than 256 threads, an unknown
+ * dispatch), InvalidOperation (the runtime is already running).
+ */
+bool sock_runtime_configure(uint32_t reactor_threads, int32_t dispatch);
+
+/**
+ * Stops the runtime: every open socket is closed, every pending operation completes with
+ * OperationAborted (995) through its callback, the library's threads are joined, and the call
+ * returns only when no callback can run any more. Socket and args handles stay valid (closed
+ * sockets reject operations as Disposed) until freed. The next `sock_create` starts the
+ * runtime again; `sock_create` calls made while the shutdown runs are rejected with
+ * InvalidOperation. Managed hosts need this before exit (Mono does not exit while a native
+ * thread it has seen is running); it is safe to register with `atexit`. Without a running
+ * runtime it does nothing.
+ *
+ * Status: OK, or InvalidOperation when called from inside a callback (where waiting for
+ * every callback to return would never end): nothing is stopped then.
+ */
+void sock_runtime_shutdown(void);
 
 /**
  * Creates a socket, with .NET's numbers: `address_family` InterNetwork (2) or

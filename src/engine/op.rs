@@ -287,11 +287,12 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Stores the results and runs the callback (reactor thread).
+    /// Stores the results and delivers the callback (reactor thread): it runs here or on the
+    /// worker pool, as the runtime's dispatch says.
     pub fn complete(self, finished: Finished) {
-        self.args
-            .finish(finished.bytes, finished.error, finished.accepted);
-        self.args.notify(&self.socket);
+        let Pending { args, socket, .. } = self;
+        args.finish(finished.bytes, finished.error, finished.accepted);
+        socket.reactor().deliver(&socket, args);
     }
 
     pub fn abort(self) {

@@ -11,7 +11,8 @@ use super::endpoint::Family;
 use super::fd::Fd;
 use super::op::{Connect, ConnectPhase, Kind, Transfer};
 use super::queue::{Direction, OpQueue};
-use super::reactor::{self, Reactor};
+use super::reactor::Reactor;
+use super::runtime;
 use super::sys;
 use crate::error::{AsyncOperation, Reject, SocketError, Status};
 
@@ -121,15 +122,20 @@ impl Socket {
         };
         let fd =
             sys::socket(family.domain(), ty, protocol).map_err(|e| errno_reject(e, "socket"))?;
-        let reactor = match reactor::current() {
-            Ok(reactor) => reactor,
-            Err(err) => {
+        let reactor = match runtime::current() {
+            Ok(runtime) => runtime.pick(),
+            Err(reject) => {
                 sys::close(fd);
-                return Err(Reject::io(&err, "starting the reactor"));
+                return Err(reject);
             }
         };
-        Socket::registered(fd, family, stream, FRESH, reactor)
-            .map_err(|e| Reject::socket(e, "registering the socket"))
+        Socket::registered(fd, family, stream, FRESH, reactor).map_err(|e| match e {
+            SocketError::OperationAborted => Reject::new(
+                Status::InvalidOperation,
+                "sock_runtime_shutdown ran while the socket was being created",
+            ),
+            e => Reject::socket(e, "registering the socket"),
+        })
     }
 
     /// Wraps an open descriptor (closing it if registration fails).
@@ -160,15 +166,18 @@ impl Socket {
         Ok(socket)
     }
 
-    /// A connection just accepted on this listening socket.
+    /// A connection just accepted on this listening socket, on the next reactor (so accepted
+    /// connections spread over the reactor threads). During a shutdown it is refused with
+    /// OperationAborted.
     pub(crate) fn adopt_accepted(&self, fd: i32) -> Result<Arc<Socket>, SocketError> {
-        Socket::registered(
-            fd,
-            self.family,
-            self.stream,
-            CONNECTED,
-            Arc::clone(&self.reactor),
-        )
+        let reactor = match runtime::current() {
+            Ok(runtime) => runtime.pick(),
+            Err(_) => {
+                sys::close(fd);
+                return Err(SocketError::OperationAborted);
+            }
+        };
+        Socket::registered(fd, self.family, self.stream, CONNECTED, reactor)
     }
 
     pub(crate) fn fd(&self) -> &Fd {
@@ -354,6 +363,9 @@ impl Socket {
     /// thread; if there were any, the close resets the connection unless sending was shut
     /// down first. Idempotent.
     pub fn close(&self) {
+        // Held from claiming the descriptor until the messages are posted, so a runtime
+        // shutdown cannot stop the reactor in between (see reactor.rs).
+        let closing = self.reactor.hold_for_close();
         let Some(fd) = self.fd.close() else {
             return;
         };
@@ -363,8 +375,8 @@ impl Socket {
             // Abortive: the peer must not mistake an abandoned transfer for a clean end.
             let _ = sys::with_sock(fd.raw(), |s| s.set_linger(Some(Duration::ZERO)));
         }
-        self.reactor.deregister(self, fd.raw());
-        self.reactor.abort(aborted);
+        self.reactor.deregister(&closing, self, fd.raw());
+        self.reactor.abort(&closing, aborted);
         // The descriptor closes when the last user (possibly this guard) lets go.
         drop(fd);
     }
