@@ -4,8 +4,10 @@
 //!
 //! Shutdown has to end with every completion delivered exactly once and no thread of ours
 //! left, so it runs in this order: take the runtime out of the global state (new sockets are
-//! refused until shutdown is over), close every registered socket of every reactor (pending
-//! operations become Abort messages), stop each reactor (it handles every message ahead of
+//! refused until shutdown is over), stop the operation queues of every registered socket of
+//! every reactor, then close those sockets (the waiting operations become Abort messages; no
+//! socket is closed before all queues are stopped, since closing one end of a connection
+//! would complete a receive at the other with end of stream), stop each reactor (it handles every message ahead of
 //! Stop, running or dispatching each callback), join the reactors, then stop and join the
 //! pool, which by then has every callback queued ahead of its stop messages.
 
@@ -17,6 +19,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::args::Args;
+use super::op::Pending;
 use super::reactor::{self, Reactor};
 use super::socket::Socket;
 use crate::error::{Reject, Status};
@@ -146,9 +149,21 @@ fn state() -> MutexGuard<'static, State> {
     STATE.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Called first thing on every reactor and pool thread.
-pub(crate) fn mark_runtime_thread() {
-    ON_RUNTIME_THREAD.with(|on| on.set(true));
+/// Starts one of the runtime's threads and returns once it runs under its name and knows it
+/// is ours (so a shutdown from it is refused), which makes the threads observable as soon as
+/// the first socket exists.
+pub(crate) fn spawn(
+    name: String,
+    body: impl FnOnce() + Send + 'static,
+) -> std::io::Result<JoinHandle<()>> {
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+    let thread = std::thread::Builder::new().name(name).spawn(move || {
+        ON_RUNTIME_THREAD.with(|on| on.set(true));
+        let _ = ready_tx.send(());
+        body();
+    })?;
+    let _ = ready_rx.recv();
+    Ok(thread)
 }
 
 /// True on the library's own threads, i.e. inside a callback.
@@ -240,9 +255,7 @@ impl Runtime {
                 let workers = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
                 for i in 0..workers {
                     let rx = rx.clone();
-                    let thread = std::thread::Builder::new()
-                        .name(format!("sockasync-pool-{i}"))
-                        .spawn(move || pool_worker(rx))
+                    let thread = spawn(format!("sockasync-pool-{i}"), move || pool_worker(rx))
                         .map_err(failed)?;
                     runtime.threads.get_mut().unwrap().push(thread);
                     runtime.pool_workers += 1;
@@ -275,10 +288,14 @@ impl Runtime {
     }
 
     fn stop(&self) {
-        for reactor in &self.reactors {
-            for socket in reactor.close_registrations() {
-                socket.close();
-            }
+        let sockets: Vec<Arc<Socket>> = self
+            .reactors
+            .iter()
+            .flat_map(|reactor| reactor.close_registrations())
+            .collect();
+        let stopped: Vec<Vec<Pending>> = sockets.iter().map(|s| s.stop_queues()).collect();
+        for (socket, taken) in sockets.iter().zip(stopped) {
+            socket.close_aborting(taken);
         }
         for reactor in &self.reactors {
             reactor.stop();
@@ -304,7 +321,6 @@ impl Runtime {
 }
 
 fn pool_worker(jobs: Receiver<PoolMessage>) {
-    mark_runtime_thread();
     for message in jobs.iter() {
         match message {
             PoolMessage::Run(socket, args) => reactor::survive(|| args.notify(&socket)),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::args::{Args, Shape, Snapshot};
 use super::endpoint::Family;
 use super::fd::Fd;
-use super::op::{Connect, ConnectPhase, Kind, Transfer};
+use super::op::{Connect, ConnectPhase, Kind, Pending, Transfer};
 use super::queue::{Direction, OpQueue};
 use super::reactor::Reactor;
 use super::runtime;
@@ -363,14 +363,32 @@ impl Socket {
     /// thread; if there were any, the close resets the connection unless sending was shut
     /// down first. Idempotent.
     pub fn close(&self) {
+        self.close_aborting(Vec::new());
+    }
+
+    /// A runtime shutdown's first step, for every socket before any is closed: stops both
+    /// queues so that no readiness edge can finish what is waiting (closing one end of a
+    /// connection would otherwise complete the other end's receive with end of stream), and
+    /// returns the waiting operations for `close_aborting`.
+    pub(crate) fn stop_queues(&self) -> Vec<Pending> {
+        let mut stopped = self.read.stop();
+        stopped.extend(self.write.stop());
+        stopped
+    }
+
+    /// Closes the socket, aborting `taken` (operations `stop_queues` took out) together with
+    /// whatever is still queued.
+    pub(crate) fn close_aborting(&self, taken: Vec<Pending>) {
         // Held from claiming the descriptor until the messages are posted, so a runtime
         // shutdown cannot stop the reactor in between (see reactor.rs).
         let closing = self.reactor.hold_for_close();
+        let mut aborted = taken;
         let Some(fd) = self.fd.close() else {
+            // Someone else closed it after the operations were taken: they are ours to end.
+            self.reactor.abort(&closing, aborted);
             return;
         };
-        let mut aborted = self.read.stop();
-        aborted.extend(self.write.stop());
+        aborted.extend(self.stop_queues());
         if !aborted.is_empty() && self.stream && !self.send_shutdown.load(Ordering::Relaxed) {
             // Abortive: the peer must not mistake an abandoned transfer for a clean end.
             let _ = sys::with_sock(fd.raw(), |s| s.set_linger(Some(Duration::ZERO)));
