@@ -85,9 +85,7 @@ impl Reactor {
         });
         let thread = {
             let reactor = Arc::clone(&reactor);
-            std::thread::Builder::new()
-                .name(name)
-                .spawn(move || run(&reactor, poll, rx))?
+            runtime::spawn(name, move || run(&reactor, poll, rx))?
         };
         Ok((reactor, thread))
     }
@@ -218,7 +216,6 @@ pub(crate) fn survive(work: impl FnOnce()) {
 }
 
 fn run(reactor: &Reactor, mut poll: Poll, rx: Receiver<Message>) {
-    runtime::mark_runtime_thread();
     let mut events = Events::with_capacity(1024);
     let mut stopping = false;
     while !stopping {
