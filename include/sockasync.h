@@ -11,8 +11,10 @@
  * run, and e's results are readable at once; any other status means it was rejected and
  * nothing was sent or changed. Results use .NET's SocketError numbers.
  *
- * Threads and ownership. Every function is thread-safe. Callbacks run on one reactor thread
- * that the library starts on first use; they may call any function here. The caller owns
+ * Threads and ownership. Every function is thread-safe. Callbacks run on the library's
+ * reactor threads (one unless sock_runtime_configure says more), or on its worker pool under
+ * Pool dispatch; the runtime starts on first use and sock_runtime_shutdown stops it. Callbacks
+ * may call any function here but sock_runtime_shutdown. The caller owns
  * every sock and sock_args it creates or is handed, and releases them with sock_free and
  * sock_args_free; memory an operation uses (buffers, buffer-list entries) stays the caller's
  * and must stay valid until that operation has completed. Strings the library returns are
@@ -363,12 +365,14 @@ typedef struct sock_args sock_args;
 
 /**
  * The completion callback: runs exactly once for each operation that returned true
- * (pending), on the library's reactor thread, after `args` holds the results. `socket` is
+ * (pending), after `args` holds the results: on the reactor thread that serves the socket
+ * (Inline dispatch, the default) or on a worker of the pool (Pool dispatch; see
+ * `sock_runtime_configure`). `socket` is
  * the socket the operation was started on and `user_token` the args' token at the time of
  * the call. It may call any sockasync function, including starting another operation with
- * the same args, closing the socket, and freeing the socket or the args. It must not
- * throw, longjmp or unwind out, and should not block: other sockets' completions wait
- * behind it.
+ * the same args, closing the socket, and freeing the socket or the args (but not
+ * `sock_runtime_shutdown`, which is rejected there). It must not throw, longjmp or unwind
+ * out, and should not block: under Inline dispatch other sockets' completions wait behind it.
  */
 typedef void (*sock_completed_fn)(sock *socket, sock_args *args, void *user_token);
 
@@ -523,7 +527,9 @@ void sock_runtime_shutdown(void);
  * Returns the new socket, owned by the caller (release it with `sock_free`), or NULL:
  * unknown numbers are InvalidArgument, Unix (1) is NotSupported, and a refusal by the
  * system is SocketError (e.g. ProtocolNotSupported for Stream with Udp, TooManyOpenSockets).
- * The library's reactor thread starts on the first call.
+ * The runtime starts on the first call (see `sock_runtime_configure`); an environment
+ * variable that does not parse is InvalidArgument, and a call made while
+ * `sock_runtime_shutdown` runs is InvalidOperation.
  */
 sock *sock_create(int32_t address_family, int32_t socket_type, int32_t protocol);
 

@@ -34,7 +34,9 @@ fn socket(s: *const sock) -> Result<std::mem::ManuallyDrop<Arc<Socket>>, Reject>
 /// Returns the new socket, owned by the caller (release it with `sock_free`), or NULL:
 /// unknown numbers are InvalidArgument, Unix (1) is NotSupported, and a refusal by the
 /// system is SocketError (e.g. ProtocolNotSupported for Stream with Udp, TooManyOpenSockets).
-/// The library's reactor thread starts on the first call.
+/// The runtime starts on the first call (see `sock_runtime_configure`); an environment
+/// variable that does not parse is InvalidArgument, and a call made while
+/// `sock_runtime_shutdown` runs is InvalidOperation.
 #[unsafe(no_mangle)]
 pub extern "C" fn sock_create(address_family: i32, socket_type: i32, protocol: i32) -> *mut sock {
     ffi::call(std::ptr::null_mut(), || {
