@@ -213,10 +213,13 @@ pub extern "C" fn sock_free(s: *mut sock) {
     })
 }
 
+/// Inlined into each export, so the operation is a direct call the compiler can fold into
+/// the hot path rather than a call through a pointer.
+#[inline(always)]
 fn start(
     s: *mut sock,
     e: *mut sock_args,
-    operation: fn(&Arc<Socket>, &Arc<Args>) -> Result<bool, Reject>,
+    operation: impl FnOnce(&Arc<Socket>, &Arc<Args>) -> Result<bool, Reject>,
 ) -> bool {
     ffi::call(false, || {
         let socket = socket(s)?;

@@ -83,9 +83,12 @@ impl Reactor {
             }),
             gate: RwLock::new(true),
         });
+        // Allocated here rather than on the new thread, so that once `start` returns the
+        // reactor allocates nothing until it has work.
+        let events = Events::with_capacity(1024);
         let thread = {
             let reactor = Arc::clone(&reactor);
-            runtime::spawn(name, move || run(&reactor, poll, rx))?
+            runtime::spawn(name, move || run(&reactor, poll, events, rx))?
         };
         Ok((reactor, thread))
     }
@@ -215,8 +218,7 @@ pub(crate) fn survive(work: impl FnOnce()) {
     }
 }
 
-fn run(reactor: &Reactor, mut poll: Poll, rx: Receiver<Message>) {
-    let mut events = Events::with_capacity(1024);
+fn run(reactor: &Reactor, mut poll: Poll, mut events: Events, rx: Receiver<Message>) {
     let mut stopping = false;
     while !stopping {
         if let Err(err) = poll.poll(&mut events, None) {

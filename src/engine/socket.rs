@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::args::{Args, Shape, Snapshot};
 use super::endpoint::Family;
 use super::fd::Fd;
-use super::op::{Connect, ConnectPhase, Kind, Pending, Transfer};
+use super::op::{self, Attempt, Connect, ConnectPhase, Finished, Kind, Pending, Transfer};
 use super::queue::{Direction, OpQueue};
 use super::reactor::Reactor;
 use super::runtime;
@@ -499,9 +499,46 @@ impl Socket {
         started
     }
 
+    /// A send. The common case (a connected stream socket, one buffer, nobody else using the
+    /// send queue) is one straight line: the descriptor's use guard, the args and queue
+    /// claims, one `sendto`, and the claims given back. Anything else, and a send the
+    /// kernel takes only in part or not at all, goes through the queue machinery as before.
+    #[inline]
     pub fn send_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
-        self.check_open()?;
-        let payload = args.begin_io()?;
+        // The use guard doubles as the disposal check, so .NET's order holds: Disposed
+        // first, then the args' own rejections.
+        let fd = self.fd.acquire().ok_or_else(Reject::disposed)?;
+        let buf = match args.begin_io_single()? {
+            Some(buf) if buf.len > 0 && self.stream && self.was_connected() => buf,
+            _ => {
+                drop(fd);
+                return self.send_queued(args);
+            }
+        };
+        let Some(observed) = self.write.try_claim() else {
+            drop(fd);
+            return self.send_queued(args);
+        };
+        args.started(AsyncOperation::Send);
+        let sent = sys::send(fd.raw(), buf);
+        drop(fd);
+        let (done, errno) = match sent {
+            Ok(n) if n == buf.len => {
+                self.write.release_after_caller(self);
+                args.finish(n, SocketError::Success, None);
+                return Ok(false);
+            }
+            Ok(n) => (n, 0),
+            Err(errno) => (0, errno),
+        };
+        Ok(self.send_settle(args, done, errno, observed))
+    }
+
+    /// Every send the fast path does not take: buffer lists, datagrams, empty sends, sockets
+    /// not (yet) connected, and a send queue someone else owns, which it must queue behind.
+    #[inline(never)]
+    fn send_queued(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
+        let payload = args.claimed_payload();
         if self.never_connected() {
             return Ok(self.finish_now(args, AsyncOperation::Send, SocketError::NotConnected));
         }
@@ -509,13 +546,63 @@ impl Socket {
             .start(self, args, Kind::Send(Transfer::new(payload)))
     }
 
+    /// The fast path's send did not finish at once: `done` bytes went out, then the kernel
+    /// said `errno` (0: it took only part). The queue machinery takes it from there.
+    #[cold]
+    #[inline(never)]
+    fn send_settle(
+        self: &Arc<Self>,
+        args: &Arc<Args>,
+        done: usize,
+        errno: i32,
+        observed: u64,
+    ) -> bool {
+        let mut transfer = Transfer::new(args.claimed_payload());
+        transfer.advance_single(done);
+        let attempt = match errno {
+            0 => {
+                let mut kind = Kind::Send(transfer);
+                let attempt = kind.attempt(self);
+                return self.write.settle_owned(self, args, kind, observed, attempt);
+            }
+            libc::EAGAIN => Attempt::WouldBlock,
+            errno => Attempt::Done(Finished::failed(0, SocketError::from_errno(errno))),
+        };
+        self.write
+            .settle_owned(self, args, Kind::Send(transfer), observed, attempt)
+    }
+
+    /// A receive: with the receive queue idle, the first attempt is made straight away, as
+    /// for sends; the queue machinery is joined only if the kernel has nothing yet.
+    #[inline]
     pub fn receive_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
-        self.check_open()?;
+        let fd = self.fd.acquire().ok_or_else(Reject::disposed)?;
         let payload = args.begin_io()?;
         if self.never_connected() {
+            drop(fd);
             return Ok(self.finish_now(args, AsyncOperation::Receive, SocketError::NotConnected));
         }
-        self.read.start(self, args, Kind::Receive(payload))
+        let Some(observed) = self.read.try_claim() else {
+            drop(fd);
+            return self.read.start(self, args, Kind::Receive(payload));
+        };
+        args.started(AsyncOperation::Receive);
+        let attempt = op::receive(fd.raw(), &payload);
+        drop(fd);
+        match attempt {
+            Attempt::Done(finished) => {
+                self.read.release_after_caller(self);
+                args.finish(finished.bytes, finished.error, None);
+                Ok(false)
+            }
+            Attempt::WouldBlock => Ok(self.read.settle_owned(
+                self,
+                args,
+                Kind::Receive(payload),
+                observed,
+                Attempt::WouldBlock,
+            )),
+        }
     }
 
     pub fn disconnect_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
