@@ -195,7 +195,8 @@ enum sock_address_family
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
   /**
-   * Unix domain sockets (not supported yet: rejected as NotSupported).
+   * Unix domain sockets: endpoints `"unix:/path/to.sock"` or `"unix:@name"` (Linux's
+   * abstract namespace).
    */
   SOCK_ADDRESS_FAMILY_UNIX = 1,
   /**
@@ -520,13 +521,13 @@ bool sock_runtime_configure(uint32_t reactor_threads, int32_t dispatch);
 void sock_runtime_shutdown(void);
 
 /**
- * Creates a socket, with .NET's numbers: `address_family` InterNetwork (2) or
- * InterNetworkV6 (23); `socket_type` Stream (1) or Dgram (2); `protocol` Tcp (6), Udp (17)
- * or 0 for the type's default.
+ * Creates a socket, with .NET's numbers: `address_family` InterNetwork (2), InterNetworkV6
+ * (23) or Unix (1); `socket_type` Stream (1) or Dgram (2); `protocol` Tcp (6), Udp (17) or
+ * 0 for the type's default (Unix sockets take 0).
  *
  * Returns the new socket, owned by the caller (release it with `sock_free`), or NULL:
- * unknown numbers are InvalidArgument, Unix (1) is NotSupported, and a refusal by the
- * system is SocketError (e.g. ProtocolNotSupported for Stream with Udp, TooManyOpenSockets).
+ * unknown numbers are InvalidArgument, and a refusal by the system is SocketError (e.g.
+ * ProtocolNotSupported for Stream with Udp, TooManyOpenSockets).
  * The runtime starts on the first call (see `sock_runtime_configure`); an environment
  * variable that does not parse is InvalidArgument, and a call made while
  * `sock_runtime_shutdown` runs is InvalidOperation.
@@ -534,8 +535,32 @@ void sock_runtime_shutdown(void);
 sock *sock_create(int32_t address_family, int32_t socket_type, int32_t protocol);
 
 /**
+ * Adopts a socket the host created (e.g. inherited, or from socketpair): stream or datagram,
+ * IPv4, IPv6 or Unix. Its type, family and state (listening, connected, bound) are read from
+ * the kernel, and it is made non-blocking, which the host's descriptor sees too (it is one
+ * open file). With `take_ownership` the descriptor is the library's from a successful call
+ * on (closed by `sock_close`/`sock_free`; the host must not close it); without it the
+ * library works on a duplicate and the host keeps and closes its own.
+ *
+ * Returns the new socket, owned by the caller (release with `sock_free`), or NULL with the
+ * host's descriptor untouched (not closed): InvalidArgument (not an open descriptor, or not
+ * a socket), NotSupported (another socket type or family), SocketError. (`fd` is
+ * pointer-sized, like intptr_t, so C# can pass an IntPtr or a SafeHandle's handle.)
+ */
+sock *sock_from_fd(ptrdiff_t fd, bool take_ownership);
+
+/**
+ * The socket's descriptor, for the host's own calls (options this library does not wrap,
+ * `poll`). It stays the library's: do not close it, and do not read or write on it while
+ * operations are pending. Returns -1 with Disposed once closed, or with NullArgument.
+ */
+ptrdiff_t sock_fd(const sock *s);
+
+/**
  * Binds the socket to a local endpoint given as text: `"127.0.0.1:8080"`, `"[::1]:0"`
- * (port 0 picks a free port; read it back with `sock_local_endpoint`).
+ * (port 0 picks a free port; read it back with `sock_local_endpoint`), `"unix:/path"` (the
+ * kernel creates the file; an existing one is AddressAlreadyInUse, and it stays after close:
+ * remove it yourself) or `"unix:@name"` (Linux's abstract namespace, gone with the socket).
  *
  * Returns true if bound. False: NullArgument, Disposed, InvalidArgument (text that does not
  * parse), NotSupported (an endpoint of the other address family), or SocketError (e.g.
@@ -552,16 +577,19 @@ bool sock_listen(sock *s, int32_t backlog);
 
 /**
  * Writes the socket's local endpoint as NUL-terminated text (`"127.0.0.1:5000"`,
- * `"[::1]:5000"`) into `out`, which holds `cap` bytes.
+ * `"[::1]:5000"`, `"unix:/run/app.sock"`, `"unix:@name"`) into `out`, which holds `cap`
+ * bytes.
  *
  * Returns the text's length without the NUL. Returns 0 and writes nothing if it does not
- * fit (InvalidArgument; 48 bytes always suffice), or on NullArgument, Disposed or
- * SocketError. An unbound socket reports the kernel's wildcard, e.g. `"0.0.0.0:0"`.
+ * fit (InvalidArgument; 48 bytes always suffice for IP endpoints, 114 for Unix ones), or on
+ * NullArgument, Disposed or SocketError. An unbound IP socket reports the kernel's wildcard,
+ * e.g. `"0.0.0.0:0"`; an unbound Unix socket `"unix:"`.
  */
 size_t sock_local_endpoint(const sock *s, char *out, size_t cap);
 
 /**
- * Writes the connected peer's endpoint like `sock_local_endpoint` does.
+ * Writes the connected peer's endpoint like `sock_local_endpoint` does (`"unix:"` for a
+ * Unix peer that never bound a name).
  *
  * Returns the text's length, or 0: not connected is SocketError with NotConnected (10057).
  */

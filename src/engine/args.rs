@@ -8,10 +8,10 @@
 //! that need them take. Results are atomics so a getter racing a completion reads a value,
 //! not torn memory.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use super::endpoint::Endpoint;
 use super::socket::Socket;
 use super::sys::RawBuf;
 use crate::error::{AsyncOperation, Reject, SocketError, Status};
@@ -25,11 +25,11 @@ const IN_FLIGHT: u8 = 2;
 
 /// What an operation needs to know about the args' configuration to validate itself, read
 /// without owning the args (racy but memory-safe), then again from the owned snapshot.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Shape {
     pub has_buffer: bool,
     pub has_list: bool,
-    pub endpoint: Option<SocketAddr>,
+    pub endpoint: Option<Endpoint>,
 }
 
 /// The data an operation carries: nothing, one range of one buffer, or a list of buffers.
@@ -59,7 +59,7 @@ pub struct Snapshot {
 #[derive(Default)]
 struct Extra {
     list: Option<Arc<[RawBuf]>>,
-    endpoint: Option<SocketAddr>,
+    endpoint: Option<Endpoint>,
     /// The socket the last accept produced, until the caller reads it: then its reference
     /// goes to the caller (`handed_out` remembers the handle for repeated reads). One never
     /// read is closed when the args start another accept or are dropped, so it cannot leak.
@@ -225,16 +225,17 @@ impl Args {
     }
 
     /// `sock_args_set_remote_endpoint`: None clears.
-    pub fn set_remote_endpoint(&self, endpoint: Option<SocketAddr>) -> Result<(), Reject> {
+    pub fn set_remote_endpoint(&self, endpoint: Option<impl Into<Endpoint>>) -> Result<(), Reject> {
         let _owned = self.configure()?;
+        let endpoint = endpoint.map(Into::into);
+        let has_endpoint = endpoint.is_some();
         match endpoint {
             Some(_) => self.with_extra(|e| e.endpoint = endpoint),
             None => self
                 .with_existing_extra(|e| e.endpoint = None)
                 .unwrap_or(()),
         }
-        self.has_endpoint
-            .store(endpoint.is_some(), Ordering::Relaxed);
+        self.has_endpoint.store(has_endpoint, Ordering::Relaxed);
         Ok(())
     }
 
@@ -300,7 +301,7 @@ impl Args {
     /// read only if asked for.
     pub fn peek_shape(&self, with_endpoint: bool) -> Shape {
         let endpoint = if with_endpoint && self.has_endpoint.load(Ordering::Relaxed) {
-            self.extra().as_ref().and_then(|e| e.endpoint)
+            self.extra().as_ref().and_then(|e| e.endpoint.clone())
         } else {
             None
         };
@@ -316,7 +317,7 @@ impl Args {
     pub fn begin(&self, with_endpoint: bool) -> Result<Snapshot, Reject> {
         self.claim()?;
         let endpoint = if with_endpoint && self.has_endpoint.load(Ordering::Relaxed) {
-            self.extra().as_ref().and_then(|e| e.endpoint)
+            self.extra().as_ref().and_then(|e| e.endpoint.clone())
         } else {
             None
         };

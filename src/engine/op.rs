@@ -2,10 +2,10 @@
 //! by the reactor after a readiness edge. An attempt either finishes the operation (with a
 //! result) or says the kernel would block; it never blocks and never reports EAGAIN.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::args::{Args, Payload};
+use super::endpoint::Endpoint;
 use super::socket::Socket;
 use super::sys::{self, RawBuf};
 use crate::error::{AsyncOperation, SocketError};
@@ -118,7 +118,7 @@ pub enum ConnectPhase {
 
 /// A connect in progress (boxed in `Kind`: rare, and larger than the rest).
 pub struct Connect {
-    pub addr: SocketAddr,
+    pub addr: Endpoint,
     pub phase: ConnectPhase,
     /// .NET sends the args' buffer once connected; bytes transferred counts it.
     pub then: Transfer,
@@ -187,7 +187,7 @@ impl Kind {
             Kind::Connect(connect) => loop {
                 let Connect { addr, phase, then } = &mut **connect;
                 match phase {
-                    ConnectPhase::Start => match sys::connect(fd, *addr) {
+                    ConnectPhase::Start => match sys::connect(fd, addr.sock_addr()) {
                         Ok(()) => {
                             socket.connect_finished(true);
                             *phase = ConnectPhase::Sending;

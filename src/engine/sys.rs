@@ -309,8 +309,7 @@ pub fn accept(fd: RawFd) -> Result<RawFd, Errno> {
 
 /// Starts a non-blocking connect. EINTR means the connect goes on asynchronously (POSIX), so
 /// it is reported as EINPROGRESS rather than retried (a retry would say EALREADY).
-pub fn connect(fd: RawFd, addr: std::net::SocketAddr) -> Result<(), Errno> {
-    let addr = socket2::SockAddr::from(addr);
+pub fn connect(fd: RawFd, addr: &socket2::SockAddr) -> Result<(), Errno> {
     // SAFETY: addr is a valid socket address of addr.len() bytes.
     let ret = unsafe { libc::connect(fd, addr.as_ptr() as *const libc::sockaddr, addr.len()) };
     if ret == 0 {
@@ -368,9 +367,79 @@ pub fn close(fd: RawFd) {
     }
 }
 
+/// What `sock_from_fd` needs to know of a socket the host made.
+pub struct SocketFacts {
+    pub socket_type: i32,
+    pub domain: i32,
+    pub listening: bool,
+    pub connected: bool,
+    pub bound: bool,
+}
+
+fn int_option(fd: RawFd, name: i32) -> Result<i32, Errno> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: value and len are valid out-pointers of the sizes given; an invalid descriptor
+    // is answered with EBADF, a non-socket with ENOTSOCK.
+    let ret = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            &mut value as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if ret < 0 { Err(errno()) } else { Ok(value) }
+}
+
+/// Reads a host socket's type, family and state, checking first that `fd` is an open socket
+/// (so no view of it is built otherwise).
+pub fn describe_socket(fd: RawFd) -> Result<SocketFacts, Errno> {
+    let socket_type = int_option(fd, libc::SO_TYPE)?;
+    let domain = int_option(fd, libc::SO_DOMAIN)?;
+    let listening = int_option(fd, libc::SO_ACCEPTCONN)? != 0;
+    let (connected, bound) = with_sock(fd, |s| {
+        let bound = s.local_addr().is_ok_and(|a| match a.as_socket() {
+            Some(ip) => ip.port() != 0,
+            None => !a.is_unnamed(),
+        });
+        (s.peer_addr().is_ok(), bound)
+    });
+    Ok(SocketFacts {
+        socket_type,
+        domain,
+        listening,
+        connected,
+        bound,
+    })
+}
+
+/// A close-on-exec duplicate of `fd`.
+pub fn duplicate(fd: RawFd) -> Result<RawFd, Errno> {
+    // SAFETY: plain system call with integer arguments.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if new < 0 { Err(errno()) } else { Ok(new) }
+}
+
+pub fn set_nonblocking(fd: RawFd) -> Result<(), Errno> {
+    // SAFETY: plain system calls with integer arguments.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(errno());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(errno());
+    }
+    Ok(())
+}
+
 /// Runs `f` with a socket2 view of the descriptor, for option and address calls.
 pub fn with_sock<R>(fd: RawFd, f: impl FnOnce(socket2::SockRef<'_>) -> R) -> R {
-    // SAFETY: callers hold an Fd use guard, so the descriptor stays open during `f`.
+    // SAFETY: callers hold an Fd use guard, so the descriptor stays open during `f` (or, in
+    // `describe_socket`, the host's descriptor was just checked open and is the host's to keep
+    // open for the duration of its sock_from_fd call).
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
     f(socket2::SockRef::from(&borrowed))
 }
