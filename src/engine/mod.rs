@@ -10,7 +10,7 @@ pub mod reactor;
 pub mod socket;
 pub mod sys;
 
-pub use args::{Args, Completion};
+pub use args::{Args, Completion, PlainCompletion};
 pub use endpoint::AddressFamily;
 pub use socket::{ProtocolType, ShutdownHow, Socket, SocketOption, SocketType};
 pub use sys::RawBuf;
