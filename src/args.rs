@@ -76,21 +76,31 @@ pub extern "C" fn sock_args_new(
 ) -> *mut sock_args {
     ffi::call(std::ptr::null_mut(), || {
         let completed = completed.ok_or_else(|| Reject::null("completed"))?;
-        let notify = move |socket: &Arc<Socket>, args: &Arc<Args>| {
-            let token = args.user_token() as *mut c_void;
-            // SAFETY: the caller gave this function for exactly this call shape; the two
-            // handles are live (the pending operation holds both) until it returns.
-            unsafe {
-                completed(
-                    Arc::as_ptr(socket) as *mut sock,
-                    Arc::as_ptr(args) as *mut sock_args,
-                    token,
-                )
-            }
-        };
-        let args = Arc::new(Args::new(Box::new(notify), user_token as usize));
+        let args = Arc::new(Args::with_plain_completion(
+            call_completed,
+            completed as usize,
+            user_token as usize,
+        ));
         Ok(ffi::into_handle(args) as *mut sock_args)
     })
+}
+
+/// The args' completion: calls the C callback `sock_args_new` was given, kept as a word.
+fn call_completed(socket: &Arc<Socket>, args: &Arc<Args>, completed: usize) {
+    type Callback = unsafe extern "C" fn(*mut sock, *mut sock_args, *mut c_void);
+    // SAFETY: the word is exactly the non-null `sock_completed_fn` that sock_args_new stored
+    // for these args (a function pointer, which round-trips through usize unchanged).
+    let completed = unsafe { std::mem::transmute::<usize, Callback>(completed) };
+    let token = args.user_token() as *mut c_void;
+    // SAFETY: the caller gave this function for exactly this call shape; the two handles are
+    // live (the pending operation holds both) until it returns.
+    unsafe {
+        completed(
+            Arc::as_ptr(socket) as *mut sock,
+            Arc::as_ptr(args) as *mut sock_args,
+            token,
+        )
+    }
 }
 
 /// Releases the caller's args. If an operation is in flight, the memory stays valid until

@@ -16,8 +16,21 @@ use super::socket::Socket;
 use super::sys::RawBuf;
 use crate::error::{AsyncOperation, Reject, SocketError, Status};
 
-/// Called once per pending operation, on the reactor thread, after the results are in place.
+/// A closure called once per pending operation, on the reactor thread, after the results
+/// are in place.
 pub type Completion = Box<dyn Fn(&Arc<Socket>, &Arc<Args>) + Send + Sync>;
+
+/// A plain function called like a `Completion`, with a word the args were made with: no
+/// allocation, unlike a boxed closure (the C boundary passes its callback as the word).
+pub type PlainCompletion = fn(&Arc<Socket>, &Arc<Args>, usize);
+
+/// How an args object calls back: two words either way. A closure is boxed once more so its
+/// variant is one thin pointer, which leaves room for the enum's tag in the function
+/// pointer's niche; only Rust callers use it.
+enum Notify {
+    Plain(PlainCompletion, usize),
+    Closure(Box<Completion>),
+}
 
 const IDLE: u8 = 0;
 const CONFIGURING: u8 = 1;
@@ -70,7 +83,7 @@ struct Extra {
 pub struct Args {
     state: AtomicU8,
     freed: AtomicBool,
-    completion: Completion,
+    notify: Notify,
     user_token: AtomicUsize,
 
     buffer: AtomicPtr<u8>,
@@ -106,10 +119,23 @@ impl Drop for Configuring<'_> {
 
 impl Args {
     pub fn new(completion: Completion, user_token: usize) -> Args {
+        Args::with_notify(Notify::Closure(Box::new(completion)), user_token)
+    }
+
+    /// Args that call `completion` with `word` (and no allocation besides the args).
+    pub fn with_plain_completion(
+        completion: PlainCompletion,
+        word: usize,
+        user_token: usize,
+    ) -> Args {
+        Args::with_notify(Notify::Plain(completion, word), user_token)
+    }
+
+    fn with_notify(notify: Notify, user_token: usize) -> Args {
         Args {
             state: AtomicU8::new(IDLE),
             freed: AtomicBool::new(false),
-            completion,
+            notify,
             user_token: AtomicUsize::new(user_token),
             buffer: AtomicPtr::new(std::ptr::null_mut()),
             length: AtomicUsize::new(0),
@@ -443,7 +469,10 @@ impl Args {
 
     /// Runs the completion callback (reactor thread only).
     pub fn notify(self: &Arc<Self>, socket: &Arc<Socket>) {
-        (self.completion)(socket, self);
+        match &self.notify {
+            Notify::Plain(completion, word) => completion(socket, self, *word),
+            Notify::Closure(completion) => completion(socket, self),
+        }
     }
 
     /// The caller gave up its handle; operations on it are refused from now on (a callback

@@ -11,7 +11,7 @@ pub mod runtime;
 pub mod socket;
 pub mod sys;
 
-pub use args::{Args, Completion};
+pub use args::{Args, Completion, PlainCompletion};
 pub use endpoint::AddressFamily;
 pub use runtime::Dispatch;
 pub use socket::{ProtocolType, ShutdownHow, Socket, SocketOption, SocketType};
