@@ -365,6 +365,21 @@ typedef struct sock sock;
 typedef struct sock_args sock_args;
 
 /**
+ * A completion queue: an alternative to callbacks. Args made with `sock_args_new_queued`
+ * post each completion of a pending operation (true) here instead of calling a function; the
+ * host takes them out with `sock_cq_wait`, from any number of threads, or watches
+ * `sock_cq_fd` in its own event loop (Python's asyncio `add_reader`, GLib, libuv's
+ * `uv_poll`). Operations that complete at once (false) are not posted, as no callback runs
+ * for them. Completions of one socket and direction are posted in order; close and
+ * `sock_runtime_shutdown` post OperationAborted as they would call back.
+ *
+ * Made by `sock_cq_new`, owned by the caller, released with `sock_cq_free`.
+ *
+ * Methods: `sock_cq_free`, `sock_cq_wait`, `sock_cq_fd`, `sock_args_new_queued`.
+ */
+typedef struct sock_cq sock_cq;
+
+/**
  * The completion callback: runs exactly once for each operation that returned true
  * (pending), after `args` holds the results: on the reactor thread that serves the socket
  * (Inline dispatch, the default) or on a worker of the pool (Pool dispatch; see
@@ -397,6 +412,17 @@ extern "C" {
  * NullArgument if `completed` is NULL.
  */
 sock_args *sock_args_new(sock_completed_fn completed, void *user_token);
+
+/**
+ * Creates an args object whose pending operations post their completion to the queue `q`
+ * (see `sock_cq`) instead of calling a function; `user_token` is as for `sock_args_new`.
+ * The args keep the queue's memory alive; freeing the queue makes later completions of
+ * these args go nowhere.
+ *
+ * Returns the new args, owned by the caller (release with `sock_args_free`), or NULL with
+ * NullArgument if `q` is NULL.
+ */
+sock_args *sock_args_new_queued(sock_cq *q, void *user_token);
 
 /**
  * Releases the caller's args. If an operation is in flight, the memory stays valid until
@@ -491,6 +517,41 @@ size_t sock_args_count(const sock_args *e);
  * released by the library when the args start another accept or are freed.
  */
 sock *sock_args_accept_socket(const sock_args *e);
+
+/**
+ * Creates a completion queue, owned by the caller (release with `sock_cq_free`).
+ *
+ * Returns NULL with SocketError if the system refuses its descriptor (TooManyOpenSockets).
+ */
+sock_cq *sock_cq_new(void);
+
+/**
+ * Releases the caller's queue: completions still in it are dropped (args freed while pending
+ * go with them), later ones are discarded, and threads waiting in `sock_cq_wait` return 0.
+ * Args made for it stay valid (their operations still complete) until freed. NULL does
+ * nothing.
+ */
+void sock_cq_free(sock_cq *q);
+
+/**
+ * Takes up to `cap` completed args into `out`, waiting up to `timeout_ms` milliseconds for
+ * the first (0: do not wait; -1: wait for ever). Each taken args object has its results in
+ * place and may be reused or freed at once. An args object that was freed while its
+ * operation was pending is still delivered once (its user token tells which); that pointer
+ * stays valid until this thread's next `sock_cq_wait`, and must not be used for anything
+ * but reading it. Several threads may wait on one queue; each completion goes to one.
+ *
+ * Returns how many it took (0 after a time-out, or if the queue was freed meanwhile). 0 also
+ * on NullArgument, or InvalidArgument (cap 0, or a timeout below -1).
+ */
+size_t sock_cq_wait(sock_cq *q, sock_args **out, size_t cap, int32_t timeout_ms);
+
+/**
+ * A descriptor that is readable while the queue holds completions, for an event loop to
+ * watch (readable means: call `sock_cq_wait` with timeout 0). It is the queue's: do not
+ * read, write or close it. Returns -1 with NullArgument for NULL.
+ */
+ptrdiff_t sock_cq_fd(const sock_cq *q);
 
 /**
  * Configures the runtime before its first use (the first `sock_create`): `reactor_threads`

@@ -4,6 +4,8 @@ use std::ffi::{c_char, c_void};
 use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
+use crate::cq::sock_cq;
+use crate::engine::cq::CompletionQueue;
 use crate::engine::{Args, RawBuf, Socket, endpoint};
 use crate::error::Reject;
 use crate::ffi;
@@ -81,6 +83,22 @@ pub extern "C" fn sock_args_new(
             completed as usize,
             user_token as usize,
         ));
+        Ok(ffi::into_handle(args) as *mut sock_args)
+    })
+}
+
+/// Creates an args object whose pending operations post their completion to the queue `q`
+/// (see `sock_cq`) instead of calling a function; `user_token` is as for `sock_args_new`.
+/// The args keep the queue's memory alive; freeing the queue makes later completions of
+/// these args go nowhere.
+///
+/// Returns the new args, owned by the caller (release with `sock_args_free`), or NULL with
+/// NullArgument if `q` is NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_args_new_queued(q: *mut sock_cq, user_token: *mut c_void) -> *mut sock_args {
+    ffi::call(std::ptr::null_mut(), || {
+        let queue = ffi::borrow(q as *const CompletionQueue, "queue")?;
+        let args = Arc::new(Args::with_queue(Arc::clone(&queue), user_token as usize));
         Ok(ffi::into_handle(args) as *mut sock_args)
     })
 }

@@ -11,6 +11,7 @@
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use super::cq::CompletionQueue;
 use super::endpoint::Endpoint;
 use super::socket::Socket;
 use super::sys::RawBuf;
@@ -30,6 +31,8 @@ pub type PlainCompletion = fn(&Arc<Socket>, &Arc<Args>, usize);
 enum Notify {
     Plain(PlainCompletion, usize),
     Closure(Box<Completion>),
+    /// Posted to a completion queue instead of calling anything.
+    Queue(Arc<CompletionQueue>),
 }
 
 const IDLE: u8 = 0;
@@ -129,6 +132,11 @@ impl Args {
         user_token: usize,
     ) -> Args {
         Args::with_notify(Notify::Plain(completion, word), user_token)
+    }
+
+    /// Args whose completions are posted to `queue` (`sock_args_new_queued`).
+    pub fn with_queue(queue: Arc<CompletionQueue>, user_token: usize) -> Args {
+        Args::with_notify(Notify::Queue(queue), user_token)
     }
 
     fn with_notify(notify: Notify, user_token: usize) -> Args {
@@ -472,7 +480,18 @@ impl Args {
         match &self.notify {
             Notify::Plain(completion, word) => completion(socket, self, *word),
             Notify::Closure(completion) => completion(socket, self),
+            Notify::Queue(queue) => queue.post(Arc::clone(self)),
         }
+    }
+
+    /// Whether completions go to a queue (which any thread may post to, so they skip the
+    /// worker pool and keep their order).
+    pub fn is_queued(&self) -> bool {
+        matches!(self.notify, Notify::Queue(_))
+    }
+
+    pub fn is_freed(&self) -> bool {
+        self.freed.load(Ordering::Relaxed)
     }
 
     /// The caller gave up its handle; operations on it are refused from now on (a callback

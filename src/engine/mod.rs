@@ -2,6 +2,7 @@
 //! C; the FFI modules convert pointers and codes and call in.
 
 pub mod args;
+pub mod cq;
 pub mod endpoint;
 pub mod fd;
 pub mod op;

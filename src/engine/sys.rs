@@ -415,6 +415,27 @@ pub fn describe_socket(fd: RawFd) -> Result<SocketFacts, Errno> {
     })
 }
 
+/// A non-blocking eventfd with count 0 (a completion queue's readiness descriptor).
+pub fn eventfd() -> Result<RawFd, Errno> {
+    // SAFETY: plain system call with integer arguments.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 { Err(errno()) } else { Ok(fd) }
+}
+
+/// Adds to an eventfd's count (it becomes readable).
+pub fn eventfd_add(fd: RawFd, n: u64) {
+    // SAFETY: writes 8 bytes from a local u64, as eventfd requires. It cannot fail short of
+    // the count overflowing, which one add per empty-to-non-empty change never reaches.
+    let _ = retry(|| unsafe { libc::write(fd, &n as *const u64 as *const libc::c_void, 8) });
+}
+
+/// Resets an eventfd's count to 0 (it stops being readable).
+pub fn eventfd_take(fd: RawFd) {
+    let mut count = 0u64;
+    // SAFETY: reads 8 bytes into a local u64; EAGAIN (count already 0) is fine.
+    let _ = retry(|| unsafe { libc::read(fd, &mut count as *mut u64 as *mut libc::c_void, 8) });
+}
+
 /// A close-on-exec duplicate of `fd`.
 pub fn duplicate(fd: RawFd) -> Result<RawFd, Errno> {
     // SAFETY: plain system call with integer arguments.
