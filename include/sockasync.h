@@ -33,6 +33,45 @@
 
 
 /**
+ * .NET's `SocketFlags`, as `sock_args_set_flags` takes them and `sock_args_flags` reports
+ * them (bits; combine with `|`).
+ */
+enum sock_socket_flags
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  SOCK_SOCKET_FLAGS_NONE = 0,
+  /**
+   * Urgent (out-of-band) data: MSG_OOB.
+   */
+  SOCK_SOCKET_FLAGS_OUT_OF_BAND = 1,
+  /**
+   * Receive without taking the data off the socket: MSG_PEEK.
+   */
+  SOCK_SOCKET_FLAGS_PEEK = 2,
+  /**
+   * Bypass routing: MSG_DONTROUTE.
+   */
+  SOCK_SOCKET_FLAGS_DONT_ROUTE = 4,
+  /**
+   * Reported by a receive: the datagram was larger than the buffer, and the rest is lost.
+   */
+  SOCK_SOCKET_FLAGS_TRUNCATED = 256,
+  /**
+   * Reported by a receive: control data was cut short.
+   */
+  SOCK_SOCKET_FLAGS_CONTROL_DATA_TRUNCATED = 512,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum sock_socket_flags sock_socket_flags;
+#else
+typedef int32_t sock_socket_flags;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * Whether the latest call on this thread was accepted, and if not, why: read with
  * `sock_last_status()`. A rejected call changed nothing (the .NET API throws in these cases).
  */
@@ -342,7 +381,7 @@ typedef int32_t sock_dispatch;
  * Methods: `sock_bind`, `sock_listen`, `sock_local_endpoint`, `sock_remote_endpoint`,
  * `sock_set_option`, `sock_get_option`, `sock_shutdown`, `sock_close`, `sock_free`,
  * `sock_accept_async`, `sock_connect_async`, `sock_send_async`, `sock_receive_async`,
- * `sock_disconnect_async`.
+ * `sock_send_to_async`, `sock_receive_from_async`, `sock_disconnect_async`, `sock_fd`.
  */
 typedef struct sock sock;
 
@@ -360,7 +399,8 @@ typedef struct sock sock;
  * `sock_args_set_buffer_list`, `sock_args_set_remote_endpoint`, `sock_args_set_user_token`,
  * `sock_args_user_token`, `sock_args_bytes_transferred`, `sock_args_socket_error`,
  * `sock_args_last_operation`, `sock_args_offset`, `sock_args_count`,
- * `sock_args_accept_socket`.
+ * `sock_args_accept_socket`, `sock_args_set_flags`, `sock_args_flags`,
+ * `sock_args_remote_endpoint`.
  */
 typedef struct sock_args sock_args;
 
@@ -469,6 +509,33 @@ bool sock_args_set_buffer_list(sock_args *e, const sock_buf *list, size_t count)
  * parse; no host names).
  */
 bool sock_args_set_remote_endpoint(sock_args *e, const char *endpoint);
+
+/**
+ * Sets the SocketFlags (`sock_socket_flags`, combined with `|`) the next operations pass:
+ * OutOfBand, Peek, DontRoute. Each completion overwrites them with what it reports
+ * (Truncated for a datagram cut short; None for sends), so set them again before each
+ * operation that needs them; Truncated and ControlDataTruncated are ignored as input.
+ *
+ * Returns true if set. False: NullArgument, InProgress, InvalidArgument (other bits).
+ */
+bool sock_args_set_flags(sock_args *e, int32_t flags);
+
+/**
+ * The flags (`sock_socket_flags`): as set, or what the last completed operation reported
+ * (0 for NULL args).
+ */
+int32_t sock_args_flags(const sock_args *e);
+
+/**
+ * Writes the args' remote endpoint as NUL-terminated text into `out` (`cap` bytes): the one
+ * set with `sock_args_set_remote_endpoint`, or the sender of the datagram the last
+ * receive-from took, in the forms `sock_local_endpoint` uses.
+ *
+ * Returns the text's length without the NUL; 0 with status OK if the args have no endpoint
+ * (nothing written); 0 with InvalidArgument if it does not fit (nothing written), or
+ * NullArgument.
+ */
+size_t sock_args_remote_endpoint(const sock_args *e, char *out, size_t cap);
 
 /**
  * Replaces the user token; allowed at any time. A callback receives the token current when
@@ -754,6 +821,33 @@ bool sock_send_async(sock *s, sock_args *e);
  * Returns as `sock_accept_async` does. Rejections: NullArgument, Disposed, InProgress.
  */
 bool sock_receive_async(sock *s, sock_args *e);
+
+/**
+ * Sends `e`'s buffer, range or buffer list as one datagram to the endpoint set with
+ * `sock_args_set_remote_endpoint` (which may be changed between sends). A datagram is never
+ * split or cut short: one too large for the socket completes with MessageSize (10040) and 0
+ * bytes, a buffer list of any length included; nothing set is a zero-length datagram.
+ * Bytes transferred is the datagram's size. The first send-to binds an unbound socket.
+ *
+ * Returns as `sock_accept_async` does. Rejections: NullArgument, Disposed, InvalidArgument
+ * (no endpoint), NotSupported (a stream socket, or an endpoint of the other family),
+ * InProgress.
+ */
+bool sock_send_to_async(sock *s, sock_args *e);
+
+/**
+ * Receives one datagram into `e`'s buffer, range or buffer list, and writes its sender into
+ * `e` (read it with `sock_args_remote_endpoint`; an IPv4 sender on a dual-mode IPv6 socket
+ * reads as `"[::ffff:127.0.0.1]:port"`, as on .NET). A datagram larger than the buffer fills
+ * it, completes with Success and sets the Truncated flag (the rest is lost); Peek leaves the
+ * datagram queued. Nothing set takes a datagram and keeps none of it (Truncated unless it
+ * was empty). A zero-length datagram completes with 0 bytes.
+ *
+ * Returns as `sock_accept_async` does. Rejections: NullArgument, Disposed, NotSupported (a
+ * stream socket), InvalidOperation (the socket is not bound: bind it, or send from it
+ * first), InProgress.
+ */
+bool sock_receive_from_async(sock *s, sock_args *e);
 
 /**
  * Shuts the connection down both ways after any sends queued before it: the peer sees end

@@ -24,7 +24,8 @@ use crate::socket::sock;
 /// `sock_args_set_buffer_list`, `sock_args_set_remote_endpoint`, `sock_args_set_user_token`,
 /// `sock_args_user_token`, `sock_args_bytes_transferred`, `sock_args_socket_error`,
 /// `sock_args_last_operation`, `sock_args_offset`, `sock_args_count`,
-/// `sock_args_accept_socket`.
+/// `sock_args_accept_socket`, `sock_args_set_flags`, `sock_args_flags`,
+/// `sock_args_remote_endpoint`.
 pub struct sock_args {
     _private: [u8; 0],
 }
@@ -206,6 +207,44 @@ pub extern "C" fn sock_args_set_remote_endpoint(
             Some(endpoint::parse(ffi::c_str(endpoint, "endpoint")?)?)
         };
         a.set_remote_endpoint(parsed)
+    })
+}
+
+/// Sets the SocketFlags (`sock_socket_flags`, combined with `|`) the next operations pass:
+/// OutOfBand, Peek, DontRoute. Each completion overwrites them with what it reports
+/// (Truncated for a datagram cut short; None for sends), so set them again before each
+/// operation that needs them; Truncated and ControlDataTruncated are ignored as input.
+///
+/// Returns true if set. False: NullArgument, InProgress, InvalidArgument (other bits).
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_args_set_flags(e: *mut sock_args, flags: i32) -> bool {
+    set(e, |a| a.set_flags(flags))
+}
+
+/// The flags (`sock_socket_flags`): as set, or what the last completed operation reported
+/// (0 for NULL args).
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_args_flags(e: *const sock_args) -> i32 {
+    get(e, 0, Args::flags)
+}
+
+/// Writes the args' remote endpoint as NUL-terminated text into `out` (`cap` bytes): the one
+/// set with `sock_args_set_remote_endpoint`, or the sender of the datagram the last
+/// receive-from took, in the forms `sock_local_endpoint` uses.
+///
+/// Returns the text's length without the NUL; 0 with status OK if the args have no endpoint
+/// (nothing written); 0 with InvalidArgument if it does not fit (nothing written), or
+/// NullArgument.
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_args_remote_endpoint(
+    e: *const sock_args,
+    out: *mut c_char,
+    cap: usize,
+) -> usize {
+    ffi::call(0, || match args(e)?.endpoint() {
+        Some(endpoint) => ffi::write_c_bytes(&endpoint.to_text(), out, cap),
+        None if out.is_null() => Err(Reject::null("out")),
+        None => Ok(0),
     })
 }
 

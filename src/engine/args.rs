@@ -13,9 +13,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::cq::CompletionQueue;
 use super::endpoint::Endpoint;
+use super::op::Finished;
 use super::socket::Socket;
 use super::sys::RawBuf;
-use crate::error::{AsyncOperation, Reject, SocketError, Status};
+use crate::error::{AsyncOperation, Reject, SocketFlags, Status};
 
 /// A closure called once per pending operation, on the reactor thread, after the results
 /// are in place.
@@ -57,6 +58,15 @@ pub enum Payload {
 }
 
 impl Payload {
+    /// The buffers, as a list (one entry or none for the simple cases).
+    pub fn buffers(&self) -> &[RawBuf] {
+        match self {
+            Payload::Empty => &[],
+            Payload::Single(b) => std::slice::from_ref(b),
+            Payload::List(l) => l,
+        }
+    }
+
     pub fn total_len(&self) -> usize {
         match self {
             Payload::Empty => 0,
@@ -101,6 +111,8 @@ pub struct Args {
     bytes_transferred: AtomicUsize,
     socket_error: AtomicI32,
     last_operation: AtomicI32,
+    /// SocketFlags: the next operation's input; after a completion, what it reported.
+    flags: AtomicI32,
 }
 
 #[cold]
@@ -155,6 +167,7 @@ impl Args {
             bytes_transferred: AtomicUsize::new(0),
             socket_error: AtomicI32::new(0),
             last_operation: AtomicI32::new(AsyncOperation::None as i32),
+            flags: AtomicI32::new(0),
         }
     }
 
@@ -299,6 +312,50 @@ impl Args {
 
     pub fn last_operation(&self) -> i32 {
         self.last_operation.load(Ordering::Acquire)
+    }
+
+    /// `sock_args_set_flags`: SocketFlags for the next operations.
+    pub fn set_flags(&self, flags: i32) -> Result<(), Reject> {
+        let _owned = self.configure()?;
+        if flags & !SocketFlags::ALL != 0 {
+            return Err(Reject::invalid(format!(
+                "flags {flags:#x}: only None, OutOfBand (1), Peek (2), DontRoute (4), \
+                 Truncated (0x100) and ControlDataTruncated (0x200)"
+            )));
+        }
+        self.flags.store(flags, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn flags(&self) -> i32 {
+        self.flags.load(Ordering::Acquire)
+    }
+
+    /// Whether the next operation passes the kernel any flags (the fast paths do not).
+    #[inline]
+    pub fn has_input_flags(&self) -> bool {
+        SocketFlags::to_system(self.flags.load(Ordering::Relaxed)) != 0
+    }
+
+    /// The MSG_* bits for an operation starting on the claimed args.
+    #[inline]
+    pub fn system_flags(&self) -> i32 {
+        SocketFlags::to_system(self.flags.load(Ordering::Relaxed))
+    }
+
+    /// The endpoint set, or the sender the last receive-from recorded: where a send-to goes,
+    /// and what `sock_args_remote_endpoint` reads.
+    pub fn endpoint(&self) -> Option<Endpoint> {
+        if !self.has_endpoint.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.extra().as_ref().and_then(|e| e.endpoint.clone())
+    }
+
+    /// A receive-from on the claimed args records where its datagram came from.
+    pub fn set_sender(&self, sender: Endpoint) {
+        self.with_extra(|e| e.endpoint = Some(sender));
+        self.has_endpoint.store(true, Ordering::Relaxed);
     }
 
     /// The socket the last accept produced, or null. The first read hands the caller its
@@ -459,11 +516,14 @@ impl Args {
 
     /// Stores the results and makes the args reusable.
     #[inline]
-    pub fn finish(&self, bytes: usize, error: SocketError, accepted: Option<Arc<Socket>>) {
-        self.bytes_transferred.store(bytes, Ordering::Relaxed);
-        self.socket_error.store(error as i32, Ordering::Relaxed);
-        if accepted.is_some() {
-            self.with_extra(|e| e.accepted = accepted);
+    pub fn finish(&self, finished: Finished) {
+        self.bytes_transferred
+            .store(finished.bytes, Ordering::Relaxed);
+        self.socket_error
+            .store(finished.error as i32, Ordering::Relaxed);
+        self.flags.store(finished.flags, Ordering::Relaxed);
+        if finished.accepted.is_some() {
+            self.with_extra(|e| e.accepted = finished.accepted);
         }
         if cfg!(debug_assertions) {
             // Every test build checks that an operation completes exactly once: completing

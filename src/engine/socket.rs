@@ -268,6 +268,10 @@ impl Socket {
         }
     }
 
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
     #[inline]
     pub fn is_stream(&self) -> bool {
         self.stream
@@ -573,7 +577,7 @@ impl Socket {
         let kind = Kind::Connect(Box::new(Connect {
             addr: endpoint,
             phase: ConnectPhase::Start,
-            then: Transfer::new(snapshot.payload),
+            then: Transfer::new(snapshot.payload, args.system_flags()),
         }));
         let started = self.write.start(self, args, kind);
         if started.is_err() {
@@ -592,7 +596,14 @@ impl Socket {
         // first, then the args' own rejections.
         let fd = self.fd.acquire().ok_or_else(Reject::disposed)?;
         let buf = match args.begin_io_single()? {
-            Some(buf) if buf.len > 0 && self.stream && self.was_connected() => buf,
+            Some(buf)
+                if buf.len > 0
+                    && self.stream
+                    && self.was_connected()
+                    && !args.has_input_flags() =>
+            {
+                buf
+            }
             _ => {
                 drop(fd);
                 return self.send_queued(args);
@@ -603,12 +614,12 @@ impl Socket {
             return self.send_queued(args);
         };
         args.started(AsyncOperation::Send);
-        let sent = sys::send(fd.raw(), buf);
+        let sent = sys::send(fd.raw(), buf, 0);
         drop(fd);
         let (done, errno) = match sent {
             Ok(n) if n == buf.len => {
                 self.write.release_after_caller(self);
-                args.finish(n, SocketError::Success, None);
+                args.finish(Finished::ok(n));
                 return Ok(false);
             }
             Ok(n) => (n, 0),
@@ -625,8 +636,11 @@ impl Socket {
         if self.never_connected() {
             return Ok(self.finish_now(args, AsyncOperation::Send, SocketError::NotConnected));
         }
-        self.write
-            .start(self, args, Kind::Send(Transfer::new(payload)))
+        self.write.start(
+            self,
+            args,
+            Kind::Send(Transfer::new(payload, args.system_flags())),
+        )
     }
 
     /// The fast path's send did not finish at once: `done` bytes went out, then the kernel
@@ -640,12 +654,13 @@ impl Socket {
         errno: i32,
         observed: u64,
     ) -> bool {
-        let mut transfer = Transfer::new(args.claimed_payload());
+        // The fast path runs only without flags.
+        let mut transfer = Transfer::new(args.claimed_payload(), 0);
         transfer.advance_single(done);
         let attempt = match errno {
             0 => {
                 let mut kind = Kind::Send(transfer);
-                let attempt = kind.attempt(self);
+                let attempt = kind.attempt(self, args);
                 return self.write.settle_owned(self, args, kind, observed, attempt);
             }
             libc::EAGAIN => Attempt::WouldBlock,
@@ -661,31 +676,88 @@ impl Socket {
     pub fn receive_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
         let fd = self.fd.acquire().ok_or_else(Reject::disposed)?;
         let payload = args.begin_io()?;
+        let flags = args.system_flags();
         if self.never_connected() {
             drop(fd);
             return Ok(self.finish_now(args, AsyncOperation::Receive, SocketError::NotConnected));
         }
-        let Some(observed) = self.read.try_claim() else {
+        let claimed = if self.stream {
+            self.read.try_claim()
+        } else {
+            None
+        };
+        let Some(observed) = claimed else {
+            // Datagram receives, and a queue someone owns: the general path.
             drop(fd);
-            return self.read.start(self, args, Kind::Receive(payload));
+            return self.read.start(self, args, Kind::Receive(payload, flags));
         };
         args.started(AsyncOperation::Receive);
-        let attempt = op::receive(fd.raw(), &payload);
+        let attempt = op::receive(fd.raw(), &payload, flags);
         drop(fd);
         match attempt {
             Attempt::Done(finished) => {
                 self.read.release_after_caller(self);
-                args.finish(finished.bytes, finished.error, None);
+                args.finish(finished);
                 Ok(false)
             }
             Attempt::WouldBlock => Ok(self.read.settle_owned(
                 self,
                 args,
-                Kind::Receive(payload),
+                Kind::Receive(payload, flags),
                 observed,
                 Attempt::WouldBlock,
             )),
         }
+    }
+
+    /// A datagram to the args' remote endpoint (`sock_send_to_async`).
+    pub fn send_to_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
+        let check: Check = |s, shape| {
+            s.check_datagram("send-to")?;
+            let Some(endpoint) = &shape.endpoint else {
+                return Err(Reject::invalid(
+                    "send-to needs a remote endpoint: call sock_args_set_remote_endpoint",
+                ));
+            };
+            s.check_family(endpoint)
+        };
+        let snapshot = self.begin(args, Some(check), true)?;
+        let transfer = Transfer::new(snapshot.payload, args.system_flags());
+        self.write.start(self, args, Kind::SendTo(transfer))
+    }
+
+    /// A datagram and its sender (`sock_receive_from_async`).
+    pub fn receive_from_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
+        let check: Check = |s, _| {
+            s.check_datagram("receive-from")?;
+            if !s.bound.load(Ordering::Acquire) {
+                return Err(Reject::new(
+                    Status::InvalidOperation,
+                    "receive-from needs a bound socket: call sock_bind (or send to someone \
+                     first)",
+                ));
+            }
+            Ok(())
+        };
+        let snapshot = self.begin(args, Some(check), false)?;
+        let flags = args.system_flags();
+        self.read
+            .start(self, args, Kind::ReceiveFrom(snapshot.payload, flags))
+    }
+
+    fn check_datagram(&self, what: &str) -> Result<(), Reject> {
+        if self.stream {
+            return Err(Reject::new(
+                Status::NotSupported,
+                format!("{what} is for datagram sockets; a stream socket sends and receives"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The kernel bound the socket (its first send-to picks a local port).
+    pub(crate) fn mark_bound(&self) {
+        self.bound.store(true, Ordering::Release);
     }
 
     pub fn disconnect_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
@@ -705,7 +777,7 @@ impl Socket {
     #[cold]
     fn finish_now(&self, args: &Args, operation: AsyncOperation, error: SocketError) -> bool {
         args.started(operation);
-        args.finish(0, error, None);
+        args.finish(Finished::failed(0, error));
         false
     }
 }
