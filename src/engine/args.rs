@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use super::cq::CompletionQueue;
 use super::endpoint::Endpoint;
 use super::op::Finished;
+use super::packets::Packet;
 use super::socket::Socket;
 use super::sys::RawBuf;
 use crate::error::{AsyncOperation, Reject, SocketFlags, Status};
@@ -91,6 +92,8 @@ struct Extra {
     /// read is closed when the args start another accept or are dropped, so it cannot leak.
     accepted: Option<Arc<Socket>>,
     handed_out: usize,
+    /// The send-packets elements; shared with a running operation, which reads them once.
+    packets: Option<Arc<[Packet]>>,
 }
 
 pub struct Args {
@@ -269,6 +272,40 @@ impl Args {
         self.with_extra(|e| e.list = Some(list.into()));
         self.has_list.store(true, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// `sock_args_set_send_packets`: None clears; the elements (checked one by one when
+    /// made) are kept as given. Independent of the buffer and buffer list, as in .NET.
+    pub fn set_send_packets(&self, packets: Option<Vec<Packet>>) -> Result<(), Reject> {
+        let _owned = self.configure()?;
+        let Some(packets) = packets else {
+            self.with_existing_extra(|e| e.packets = None);
+            return Ok(());
+        };
+        packets
+            .iter()
+            .try_fold(0usize, |total, p| {
+                total
+                    .checked_add(p.memory_len())
+                    .filter(|t| *t <= isize::MAX as usize)
+            })
+            .ok_or_else(|| {
+                Reject::invalid("the send-packets memory elements' total exceeds SSIZE_MAX")
+            })?;
+        self.with_extra(|e| e.packets = Some(packets.into()));
+        Ok(())
+    }
+
+    /// The send-packets elements as set, read without owning the args (to pick the right
+    /// rejection first, as `peek_shape` does).
+    pub fn peek_send_packets(&self) -> Option<Arc<[Packet]>> {
+        self.extra().as_ref().and_then(|e| e.packets.clone())
+    }
+
+    /// Takes the args for a send-packets and gives its elements (None: none are set).
+    pub fn begin_send_packets(&self) -> Result<Option<Arc<[Packet]>>, Reject> {
+        self.claim()?;
+        Ok(self.peek_send_packets())
     }
 
     /// `sock_args_set_remote_endpoint`: None clears.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::args::{Args, Payload};
 use super::endpoint::{Endpoint, Family};
+use super::packets::SendPackets;
 use super::socket::Socket;
 use super::sys::{self, RawBuf};
 use crate::error::{AsyncOperation, SocketError, SocketFlags};
@@ -162,6 +163,8 @@ pub enum Kind {
     /// A datagram, whose sender goes into the args.
     ReceiveFrom(Payload, i32),
     Disconnect,
+    /// Boxed: rare, and it carries its open files and cursor.
+    SendPackets(Box<SendPackets>),
 }
 
 impl Kind {
@@ -175,6 +178,7 @@ impl Kind {
             Kind::Receive(..) => AsyncOperation::Receive,
             Kind::ReceiveFrom(..) => AsyncOperation::ReceiveFrom,
             Kind::Disconnect => AsyncOperation::Disconnect,
+            Kind::SendPackets(_) => AsyncOperation::SendPackets,
         }
     }
 
@@ -183,6 +187,7 @@ impl Kind {
         match self {
             Kind::Send(t) | Kind::SendTo(t) => t.done,
             Kind::Connect(c) => c.then.done,
+            Kind::SendPackets(p) => p.done(),
             _ => 0,
         }
     }
@@ -285,6 +290,7 @@ impl Kind {
                     ConnectPhase::Sending => return then.send(fd, socket.is_stream()),
                 }
             },
+            Kind::SendPackets(packets) => packets.send(fd),
             Kind::Disconnect => match sys::shutdown(fd, libc::SHUT_RDWR) {
                 Ok(()) => {
                     socket.mark_send_shutdown();
@@ -381,7 +387,9 @@ impl Pending {
     /// Stores the results and delivers the callback (reactor thread): it runs here or on the
     /// worker pool, as the runtime's dispatch says.
     pub fn complete(self, finished: Finished) {
-        let Pending { args, socket, .. } = self;
+        let Pending { args, socket, kind } = self;
+        // Before the results: files a send-packets opened are closed once the args say done.
+        drop(kind);
         args.finish(finished);
         socket.reactor().deliver(&socket, args);
     }

@@ -10,6 +10,7 @@ use super::args::{Args, Shape, Snapshot};
 use super::endpoint::{Endpoint, Family};
 use super::fd::Fd;
 use super::op::{self, Attempt, Connect, ConnectPhase, Finished, Kind, Pending, Transfer};
+use super::packets::{Packet, SendPackets};
 use super::queue::{Direction, OpQueue};
 use super::reactor::Reactor;
 use super::runtime;
@@ -764,6 +765,49 @@ impl Socket {
         self.check_open()?;
         args.begin_io()?;
         self.write.start(self, args, Kind::Disconnect)
+    }
+
+    /// `sock_send_packets_async`: the args' send-packets elements, in order, through the send
+    /// queue (so it never interleaves with other sends). .NET's checks come first, in its
+    /// order (elements set, then connected), then InProgress, then the files are opened: any
+    /// of them failing leaves the args as they were and nothing sent.
+    pub fn send_packets_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
+        let check = |s: &Socket, elements: Option<&Arc<[Packet]>>| {
+            if elements.is_none() {
+                return Err(Reject::invalid(
+                    "send-packets needs elements: call sock_args_set_send_packets",
+                ));
+            }
+            if !s.stream {
+                // Each element's sends would become datagrams cut wherever the kernel
+                // pleases; .NET's Windows implementation has no such rule to follow.
+                return Err(Reject::new(
+                    Status::NotSupported,
+                    "send-packets is for stream sockets",
+                ));
+            }
+            if s.phase.load(Ordering::Acquire) != CONNECTED {
+                return Err(Reject::new(
+                    Status::NotSupported,
+                    "send-packets needs a connected socket",
+                ));
+            }
+            Ok(())
+        };
+        self.check_open()?;
+        check(self, args.peek_send_packets().as_ref())?;
+        let elements = args.begin_send_packets()?;
+        let opened = check(self, elements.as_ref())
+            .and_then(|()| SendPackets::open(elements.as_deref().unwrap_or_default()));
+        match opened {
+            Ok(packets) => self
+                .write
+                .start(self, args, Kind::SendPackets(Box::new(packets))),
+            Err(reject) => {
+                args.abandon();
+                Err(reject)
+            }
+        }
     }
 
     /// A stream socket that never connected (and is not connecting): .NET completes sends
