@@ -188,6 +188,42 @@ fn memory_element(bytes: &[u8]) -> Packet {
     Packet::memory(bytes.as_ptr() as *mut u8, 0, bytes.len()).unwrap()
 }
 
+/// A send-packets of one whole file, written from `seed`, that went pending: the peer has
+/// read nothing, and `len` bytes cannot fit the kernel's buffers. (Keep `dir` bound: the
+/// file goes with it.)
+struct PendingFile {
+    dir: TempDir,
+    path: PathBuf,
+    s: Arc<Socket>,
+    peer: TcpStream,
+    a: Arc<Args>,
+    rx: Receiver<Completed>,
+}
+
+impl PendingFile {
+    fn start(seed: u64, len: usize) -> PendingFile {
+        let dir = TempDir::new();
+        let path = dir.0.join("whole");
+        write_pattern_file(&path, seed, len);
+        let (s, peer) = connected();
+        let (a, rx) = args();
+        a.set_send_packets(Some(vec![path_element(&path, 0, 0)]))
+            .unwrap();
+        assert!(
+            s.send_packets_async(&a).unwrap(),
+            "{len} bytes cannot go at once"
+        );
+        PendingFile {
+            dir,
+            path,
+            s,
+            peer,
+            a,
+            rx,
+        }
+    }
+}
+
 fn read_exactly(peer: &mut TcpStream, len: usize) -> Vec<u8> {
     let mut got = vec![0; len];
     peer.read_exact(&mut got).unwrap();
@@ -259,19 +295,15 @@ fn memory_path_and_descriptor_elements_arrive_in_order_byte_for_byte() {
 fn a_100_mb_file_goes_pending_and_arrives_whole() {
     const SEED: u64 = 0x5eed_0100;
     const LEN: usize = 100 * MB;
-    let dir = TempDir::new();
-    let path = dir.0.join("large");
-    write_pattern_file(&path, SEED, LEN);
-
-    let (s, mut peer) = connected();
-    let (a, rx) = args();
-    a.set_send_packets(Some(vec![path_element(&path, 0, 0)]))
-        .unwrap();
-    // The peer reads nothing until the call has returned, so the kernel's buffers fill.
-    assert!(
-        s.send_packets_async(&a).unwrap(),
-        "100 MB cannot go at once"
-    );
+    let PendingFile {
+        path,
+        s,
+        mut peer,
+        a,
+        rx,
+        dir: _dir,
+        ..
+    } = PendingFile::start(SEED, LEN);
     assert_eq!(open_on(&path), 1, "the operation holds the file open");
     assert_eq!(
         a.set_send_packets(None).unwrap_err().status,
@@ -400,14 +432,14 @@ fn a_file_range_is_checked_when_reached_against_the_file_as_it_is_then() {
 #[test]
 fn a_file_that_gets_shorter_while_it_is_sent_ends_with_invalid_argument() {
     const SEED: u64 = 8;
-    let dir = TempDir::new();
-    let path = dir.0.join("truncated");
-    write_pattern_file(&path, SEED, 16 * MB);
-    let (s, mut peer) = connected();
-    let (a, rx) = args();
-    a.set_send_packets(Some(vec![path_element(&path, 0, 0)]))
-        .unwrap();
-    assert!(s.send_packets_async(&a).unwrap(), "16 MB cannot go at once");
+    let PendingFile {
+        path,
+        s,
+        mut peer,
+        rx,
+        dir: _dir,
+        ..
+    } = PendingFile::start(SEED, 16 * MB);
     // Cut while the peer has read nothing, so the file is still far from sent.
     File::options()
         .write(true)
@@ -554,14 +586,14 @@ fn elements_are_checked_when_set() {
 
 #[test]
 fn close_while_pending_aborts_with_the_bytes_sent_and_closes_the_file() {
-    let dir = TempDir::new();
-    let path = dir.0.join("aborted");
-    write_pattern_file(&path, 9, 16 * MB);
-    let (s, peer) = connected();
-    let (a, rx) = args();
-    a.set_send_packets(Some(vec![path_element(&path, 0, 0)]))
-        .unwrap();
-    assert!(s.send_packets_async(&a).unwrap(), "16 MB cannot go at once");
+    let PendingFile {
+        dir,
+        path,
+        s,
+        peer,
+        a,
+        rx,
+    } = PendingFile::start(9, 16 * MB);
     s.close();
     let done = rx.recv_timeout(WAIT).unwrap();
     assert_eq!(done.error, SocketError::OperationAborted as i32);
@@ -588,14 +620,13 @@ fn close_while_pending_aborts_with_the_bytes_sent_and_closes_the_file() {
 #[test]
 fn a_send_queued_behind_send_packets_goes_out_after_all_of_it() {
     const SEED: u64 = 10;
-    let dir = TempDir::new();
-    let path = dir.0.join("first");
-    write_pattern_file(&path, SEED, 8 * MB);
-    let (s, mut peer) = connected();
-    let (a, rx) = args();
-    a.set_send_packets(Some(vec![path_element(&path, 0, 0)]))
-        .unwrap();
-    assert!(s.send_packets_async(&a).unwrap(), "8 MB cannot go at once");
+    let PendingFile {
+        dir: _dir,
+        s,
+        mut peer,
+        rx,
+        ..
+    } = PendingFile::start(SEED, 8 * MB);
     let (b, brx) = args();
     let mut after = b"after".to_vec();
     b.set_buffer(after.as_mut_ptr(), after.len()).unwrap();

@@ -143,6 +143,26 @@ static int next_bytes_are(sock *s, int peer, const char *before)
     return ok;
 }
 
+/*
+ * Writes the file `name` (`len` bytes of the seed's stream), connects *s to a peer that reads
+ * nothing yet, and starts a send-packets of the whole file on new args *e (reporting to w),
+ * which must go pending. Returns the peer, or -1.
+ */
+static int start_whole_file(const char *name, uint64_t seed, size_t len, char *path,
+                            size_t cap, sock **s, sock_args **e, waiter *w)
+{
+    path_of(path, cap, name);
+    CHECK_OR(write_seeded_file(name, seed, len), -1);
+    int peer = peer_of(s);
+    CHECK_OR(peer >= 0, -1);
+    waiter_init(w);
+    *e = sock_args_new(on_completed, w);
+    sock_send_packet whole = by_path(path, 0, 0);
+    CHECK_OR(sock_args_set_send_packets(*e, &whole, 1), -1);
+    CHECK_OR(sock_send_packets_async(*s, *e), -1);
+    return peer;
+}
+
 /* How many of this process's descriptors are open on `path`. */
 static int open_on(const char *path)
 {
@@ -232,18 +252,12 @@ static void test_a_100_mb_file_goes_pending_and_arrives_whole(void)
     const uint64_t seed = 0x5eed0100;
     const size_t len = 100 * MIB;
     char path[128];
-    path_of(path, sizeof path, "large");
-    CHECK(write_seeded_file("large", seed, len));
     sock *s;
-    int peer = peer_of(&s);
-    CHECK(peer >= 0);
+    sock_args *e;
     waiter w;
-    waiter_init(&w);
-    sock_args *e = sock_args_new(on_completed, &w);
-    sock_send_packet whole = by_path(path, 0, 0);
-    CHECK(sock_args_set_send_packets(e, &whole, 1));
     /* The peer reads nothing before the call returns: 100 MB cannot fit the buffers. */
-    CHECK(sock_send_packets_async(s, e));
+    int peer = start_whole_file("large", seed, len, path, sizeof path, &s, &e, &w);
+    CHECK(peer >= 0);
     CHECK_EQ(open_on(path), 1);
     CHECK_REJECTED(sock_args_set_send_packets(e, NULL, 0), SOCK_STATUS_IN_PROGRESS);
     CHECK_REJECTED(sock_send_packets_async(s, e), SOCK_STATUS_IN_PROGRESS);
@@ -435,17 +449,11 @@ static void test_close_while_pending_aborts_with_the_bytes_sent(void)
 {
     const size_t len = 16 * MIB;
     char path[128];
-    path_of(path, sizeof path, "aborted");
-    CHECK(write_seeded_file("aborted", 3, len));
     sock *s;
-    int peer = peer_of(&s);
-    CHECK(peer >= 0);
+    sock_args *e;
     waiter w;
-    waiter_init(&w);
-    sock_args *e = sock_args_new(on_completed, &w);
-    sock_send_packet whole = by_path(path, 0, 0);
-    CHECK(sock_args_set_send_packets(e, &whole, 1));
-    CHECK(sock_send_packets_async(s, e));
+    int peer = start_whole_file("aborted", 3, len, path, sizeof path, &s, &e, &w);
+    CHECK(peer >= 0);
     sock_close(s);
     CHECK(wait_for(&w, 1));
     CHECK_EQ(w.error, SOCK_SOCKET_ERROR_OPERATION_ABORTED);
