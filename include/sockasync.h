@@ -958,11 +958,12 @@ bool sock_receive_from_async(sock *s, sock_args *e);
  * with a message naming the path and the element, and nothing is sent.
  *
  * Returns as `sock_accept_async` does. Rejections: NullArgument, Disposed, InvalidArgument
- * (no elements set; a file that cannot be opened; a descriptor element that is not open or
- * not a regular file), NotSupported (the socket is not connected, or is not a stream
+ * (no elements set; a file that cannot be opened; a descriptor element that is not open, not
+ * open for reading or not a regular file), NotSupported (the socket is not connected, or is not a stream
  * socket: send-packets on datagram sockets is not supported), InProgress.
  */
-bool sock_send_packets_async(sock *s, sock_args *e);
+bool sock_send_packets_async(sock *s,
+                             sock_args *e);
 
 /**
  * Shuts the connection down both ways after any sends queued before it: the peer sees end

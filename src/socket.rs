@@ -358,8 +358,8 @@ pub extern "C" fn sock_receive_from_async(s: *mut sock, e: *mut sock_args) -> bo
 /// with a message naming the path and the element, and nothing is sent.
 ///
 /// Returns as `sock_accept_async` does. Rejections: NullArgument, Disposed, InvalidArgument
-/// (no elements set; a file that cannot be opened; a descriptor element that is not open or
-/// not a regular file), NotSupported (the socket is not connected, or is not a stream
+/// (no elements set; a file that cannot be opened; a descriptor element that is not open, not
+/// open for reading or not a regular file), NotSupported (the socket is not connected, or is not a stream
 /// socket: send-packets on datagram sockets is not supported), InProgress.
 #[unsafe(no_mangle)]
 pub extern "C" fn sock_send_packets_async(s: *mut sock, e: *mut sock_args) -> bool {

@@ -505,6 +505,15 @@ fn a_missing_file_is_rejected_at_the_call_naming_it_and_nothing_is_sent() {
         "{}",
         reject.message
     );
+    let write_only = File::options().write(true).open(&present).unwrap();
+    a.set_send_packets(Some(vec![fd_element(&write_only, 0, 0)]))
+        .unwrap();
+    let reject = s.send_packets_async(&a).unwrap_err();
+    assert!(
+        reject.message.contains("not open for reading"),
+        "{}",
+        reject.message
+    );
     // (A number far above any open descriptor: a closed one could be reused meanwhile.)
     let not_open = Packet::file(FileSource::Fd(999_999), 0, 0).unwrap();
     a.set_send_packets(Some(vec![not_open])).unwrap();

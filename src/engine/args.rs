@@ -92,7 +92,8 @@ struct Extra {
     /// read is closed when the args start another accept or are dropped, so it cannot leak.
     accepted: Option<Arc<Socket>>,
     handed_out: usize,
-    /// The send-packets elements; shared with a running operation, which reads them once.
+    /// The send-packets elements; an operation starting takes a reference and opens its
+    /// files from them.
     packets: Option<Arc<[Packet]>>,
 }
 

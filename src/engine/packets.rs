@@ -90,7 +90,7 @@ impl Packet {
                 return Err("a path element has an empty path".into());
             }
             FileSource::Fd(fd) if *fd < 0 => {
-                return Err(format!("descriptor {fd} is not a descriptor"));
+                return Err(format!("fd {fd} is negative"));
             }
             _ => {}
         }
@@ -181,7 +181,15 @@ impl SendPackets {
                         FileSource::Fd(fd) => OpenFile::Borrowed(*fd),
                     };
                     match sys::file_facts(file.raw()) {
-                        Ok(facts) if facts.regular => {}
+                        Ok(facts) if facts.regular && facts.readable => {}
+                        Ok(facts) if facts.regular => {
+                            // sendfile would say EBADF, which reads as OperationAborted.
+                            return Err(element_reject(
+                                index,
+                                source,
+                                "not open for reading".into(),
+                            ));
+                        }
                         Ok(_) => {
                             return Err(element_reject(index, source, "not a regular file".into()));
                         }

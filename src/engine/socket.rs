@@ -779,8 +779,8 @@ impl Socket {
                 ));
             }
             if !s.stream {
-                // Each element's sends would become datagrams cut wherever the kernel
-                // pleases; .NET's Windows implementation has no such rule to follow.
+                // .NET allows connected datagram sockets, but each element's sends would
+                // become datagrams cut wherever the kernel pleases.
                 return Err(Reject::new(
                     Status::NotSupported,
                     "send-packets is for stream sockets",

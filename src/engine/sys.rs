@@ -276,10 +276,11 @@ pub fn advance(
 /// What a send-packets file element needs to know of its file.
 pub struct FileFacts {
     pub regular: bool,
+    pub readable: bool,
     pub size: u64,
 }
 
-/// fstat(2) of a descriptor: EBADF if it is not open.
+/// fstat(2) and the access mode of a descriptor: EBADF if it is not open.
 pub fn file_facts(fd: RawFd) -> Result<FileFacts, Errno> {
     // SAFETY: stat is plain data; all-zero is a valid value for fstat to overwrite.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -288,8 +289,14 @@ pub fn file_facts(fd: RawFd) -> Result<FileFacts, Errno> {
     if unsafe { libc::fstat(fd, &mut st) } < 0 {
         return Err(errno());
     }
+    // SAFETY: plain system call with integer arguments.
+    let mode = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if mode < 0 {
+        return Err(errno());
+    }
     Ok(FileFacts {
         regular: st.st_mode & libc::S_IFMT == libc::S_IFREG,
+        readable: mode & libc::O_ACCMODE != libc::O_WRONLY,
         size: st.st_size as u64,
     })
 }
@@ -300,7 +307,7 @@ const SENDFILE_MAX: u64 = 0x7fff_f000;
 /// sendfile(2): up to `count` bytes of `file` from `offset` to the socket `out`. The offset is
 /// passed explicitly, so the file's own position is neither used nor moved. Unlike send, it
 /// has no MSG_NOSIGNAL, so the SIGPIPE a broken connection raises is kept off the process
-/// (see `without_sigpipe`). Ok(0) with `count` > 0: the file ends before `offset`.
+/// (see `without_sigpipe`). Ok(0) with `count` > 0: the file ends at or before `offset`.
 pub fn sendfile(out: RawFd, file: RawFd, offset: u64, count: u64) -> Result<usize, Errno> {
     let mut offset = offset as libc::off_t;
     let count = count.min(SENDFILE_MAX) as usize;
