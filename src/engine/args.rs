@@ -113,6 +113,19 @@ pub struct Args {
     last_operation: AtomicI32,
     /// SocketFlags: the next operation's input; after a completion, what it reported.
     flags: AtomicI32,
+    #[cfg(debug_assertions)]
+    generations: Generations,
+}
+
+/// Debug builds number each operation started on an args object and check that a pending
+/// one completes as the operation it was (not a stale one from before a reuse) and is
+/// delivered once: a second callback, or one for an older operation, is a bug the tests
+/// must see (a panic on the reactor thread aborts debug builds).
+#[cfg(debug_assertions)]
+#[derive(Default)]
+struct Generations {
+    started: std::sync::atomic::AtomicU64,
+    delivered: std::sync::atomic::AtomicU64,
 }
 
 #[cold]
@@ -168,6 +181,8 @@ impl Args {
             socket_error: AtomicI32::new(0),
             last_operation: AtomicI32::new(AsyncOperation::None as i32),
             flags: AtomicI32::new(0),
+            #[cfg(debug_assertions)]
+            generations: Generations::default(),
         }
     }
 
@@ -507,11 +522,38 @@ impl Args {
     /// values until this one completes.
     #[inline]
     pub fn started(&self, operation: AsyncOperation) {
+        #[cfg(debug_assertions)]
+        self.generations.started.fetch_add(1, Ordering::Relaxed);
         self.last_operation
             .store(operation as i32, Ordering::Relaxed);
         if operation == AsyncOperation::Accept {
             self.drop_accepted();
         }
+    }
+
+    /// The number of the operation last started (debug builds).
+    #[cfg(debug_assertions)]
+    pub fn generation(&self) -> u64 {
+        self.generations.started.load(Ordering::Relaxed)
+    }
+
+    /// A pending operation numbered `generation` is about to complete: it must be the args'
+    /// current operation, and delivered for the first time.
+    #[cfg(debug_assertions)]
+    pub fn check_delivery(&self, generation: u64) {
+        let current = self.generation();
+        assert_eq!(
+            generation, current,
+            "a completion for operation {generation} of args now on operation {current}"
+        );
+        let previous = self
+            .generations
+            .delivered
+            .swap(generation, Ordering::Relaxed);
+        assert!(
+            previous < generation,
+            "operation {generation} delivered twice (last delivered: {previous})"
+        );
     }
 
     /// Stores the results and makes the args reusable.

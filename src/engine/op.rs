@@ -375,12 +375,28 @@ pub struct Pending {
     pub kind: Kind,
     pub args: Arc<Args>,
     pub socket: Arc<Socket>,
+    /// Which of the args' operations this is (debug builds check it completes as itself).
+    #[cfg(debug_assertions)]
+    generation: u64,
 }
 
 impl Pending {
+    /// The pending form of the operation the args were just started for.
+    pub fn new(kind: Kind, args: &Arc<Args>, socket: &Arc<Socket>) -> Pending {
+        Pending {
+            kind,
+            args: Arc::clone(args),
+            socket: Arc::clone(socket),
+            #[cfg(debug_assertions)]
+            generation: args.generation(),
+        }
+    }
+
     /// Stores the results and delivers the callback (reactor thread): it runs here or on the
     /// worker pool, as the runtime's dispatch says.
     pub fn complete(self, finished: Finished) {
+        #[cfg(debug_assertions)]
+        self.args.check_delivery(self.generation);
         let Pending { args, socket, .. } = self;
         args.finish(finished);
         socket.reactor().deliver(&socket, args);

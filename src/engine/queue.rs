@@ -112,11 +112,7 @@ impl OpQueue {
                     }
                     args.started(kind.operation());
                     make_room(&mut ops);
-                    ops.push_back(Pending {
-                        kind,
-                        args: Arc::clone(args),
-                        socket: Arc::clone(socket),
-                    });
+                    ops.push_back(Pending::new(kind, args, socket));
                     return Ok(true);
                 }
             }
@@ -179,11 +175,7 @@ impl OpQueue {
                         continue;
                     }
                     make_room(&mut ops);
-                    ops.push_front(Pending {
-                        kind,
-                        args: Arc::clone(args),
-                        socket: Arc::clone(socket),
-                    });
+                    ops.push_front(Pending::new(kind, args, socket));
                     self.state.store(WAITING, Ordering::Release);
                     return true;
                 }
