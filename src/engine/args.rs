@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use super::op::ConnectPhase;
 use super::socket::Socket;
 use super::sys::RawBuf;
 use crate::error::{AsyncOperation, Reject, SocketError, Status};
@@ -69,15 +70,30 @@ pub struct Snapshot {
     pub payload: Payload,
 }
 
-#[derive(Default)]
 struct Extra {
     list: Option<Arc<[RawBuf]>>,
+    /// Where a list send that would block left off: (bytes done, entry, bytes into it).
+    list_cursor: Option<(usize, usize, usize)>,
     endpoint: Option<SocketAddr>,
+    connect_phase: ConnectPhase,
     /// The socket the last accept produced, until the caller reads it: then its reference
     /// goes to the caller (`handed_out` remembers the handle for repeated reads). One never
     /// read is closed when the args start another accept or are dropped, so it cannot leak.
     accepted: Option<Arc<Socket>>,
     handed_out: usize,
+}
+
+impl Default for Extra {
+    fn default() -> Extra {
+        Extra {
+            list: None,
+            list_cursor: None,
+            endpoint: None,
+            connect_phase: ConnectPhase::Start,
+            accepted: None,
+            handed_out: 0,
+        }
+    }
 }
 
 pub struct Args {
@@ -219,7 +235,10 @@ impl Args {
     pub fn set_buffer_list(&self, list: Option<Vec<RawBuf>>) -> Result<(), Reject> {
         let _owned = self.configure()?;
         let Some(list) = list else {
-            self.with_existing_extra(|e| e.list = None);
+            self.with_existing_extra(|e| {
+                e.list = None;
+                e.list_cursor = None;
+            });
             self.has_list.store(false, Ordering::Relaxed);
             return Ok(());
         };
@@ -245,7 +264,10 @@ impl Args {
                 ));
             }
         }
-        self.with_extra(|e| e.list = Some(list.into()));
+        self.with_extra(|e| {
+            e.list = Some(list.into());
+            e.list_cursor = None;
+        });
         self.has_list.store(true, Ordering::Relaxed);
         Ok(())
     }
@@ -290,6 +312,20 @@ impl Args {
 
     pub fn last_operation(&self) -> i32 {
         self.last_operation.load(Ordering::Acquire)
+    }
+
+    /// The operation that owns the args (the one last started), for its attempts.
+    #[inline]
+    pub fn operation(&self) -> AsyncOperation {
+        use AsyncOperation::*;
+        match self.last_operation.load(Ordering::Relaxed) {
+            x if x == Accept as i32 => Accept,
+            x if x == Connect as i32 => Connect,
+            x if x == Disconnect as i32 => Disconnect,
+            x if x == Receive as i32 => Receive,
+            x if x == Send as i32 => Send,
+            _ => None,
+        }
     }
 
     /// The socket the last accept produced, or null. The first read hands the caller its
@@ -429,6 +465,38 @@ impl Args {
             Some(list) if !list.is_empty() => Payload::List(list),
             _ => Payload::Empty,
         }
+    }
+
+    /// The cursor a list send left at `done` bytes, if it left one there.
+    pub fn list_cursor(&self, done: usize) -> Option<(usize, usize)> {
+        let extra = self.extra();
+        match extra.as_ref()?.list_cursor {
+            Some((at, index, skip)) if at == done => Some((index, skip)),
+            _ => None,
+        }
+    }
+
+    pub fn save_list_cursor(&self, done: usize, index: usize, skip: usize) {
+        self.with_existing_extra(|e| e.list_cursor = Some((done, index, skip)));
+    }
+
+    /// A connect starts from the beginning (its args have an endpoint, so extras).
+    pub fn start_connect(&self) {
+        self.set_connect_phase(ConnectPhase::Start);
+    }
+
+    pub fn set_connect_phase(&self, phase: ConnectPhase) {
+        self.with_extra(|e| e.connect_phase = phase);
+    }
+
+    /// The connect's phase and endpoint.
+    pub fn connect_state(&self) -> (ConnectPhase, SocketAddr) {
+        self.with_extra(|e| {
+            let endpoint = e
+                .endpoint
+                .expect("a connect's args have an endpoint (checked)");
+            (e.connect_phase, endpoint)
+        })
     }
 
     /// Gives the args back untouched after `begin` (a check failed after all).

@@ -2,7 +2,6 @@
 //! by the reactor after a readiness edge. An attempt either finishes the operation (with a
 //! result) or says the kernel would block; it never blocks and never reports EAGAIN.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::args::{Args, Payload};
@@ -41,198 +40,160 @@ pub enum Attempt {
     WouldBlock,
 }
 
-/// A stream or datagram send's progress through its payload.
-pub struct Transfer {
-    payload: Payload,
-    /// Buffer-list cursor: entry index and bytes already sent from that entry.
-    index: usize,
-    skip: usize,
-    done: usize,
-    total: usize,
-}
-
-impl Transfer {
-    #[inline]
-    pub fn new(payload: Payload) -> Transfer {
-        let total = payload.total_len();
-        Transfer {
-            payload,
-            index: 0,
-            skip: 0,
-            done: 0,
-            total,
-        }
-    }
-
-    pub fn total(&self) -> usize {
-        self.total
-    }
-
-    /// Counts `n` bytes of a single-buffer payload as sent already (a first attempt made
-    /// outside the operation).
-    pub fn advance_single(&mut self, n: usize) {
-        debug_assert!(matches!(self.payload, Payload::Single(_)) && n <= self.total);
-        self.done += n;
-    }
-
-    #[inline]
-    fn send(&mut self, fd: i32, stream: bool) -> Attempt {
-        while self.done < self.total {
-            let sent = match &self.payload {
-                Payload::Empty => break,
-                Payload::Single(b) => sys::send(
-                    fd,
-                    RawBuf {
-                        ptr: b.ptr.wrapping_add(self.done),
-                        len: b.len - self.done,
-                    },
-                ),
-                Payload::List(list) => sys::sendmsg(fd, &list[self.index..], self.skip),
-            };
-            match sent {
-                Ok(n) => {
-                    self.done += n;
-                    if let Payload::List(list) = &self.payload {
-                        (self.index, self.skip) = sys::advance(list, self.index, self.skip, n);
-                    }
-                    if !stream {
-                        // A datagram goes out whole in one call, or not at all.
-                        return Attempt::Done(Finished::ok(n));
-                    }
-                }
-                Err(libc::EAGAIN) => return Attempt::WouldBlock,
-                Err(e) => {
-                    return Attempt::Done(Finished::failed(self.done, SocketError::from_errno(e)));
-                }
-            }
-        }
-        Attempt::Done(Finished::ok(self.done))
-    }
-}
-
+/// Where a connect stands. Kept in the args' extras (a connect always has its endpoint
+/// there), so a waiting connect needs no more room in its queue than any other operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConnectPhase {
     Start,
     Waiting,
     Sending,
 }
 
-/// A connect in progress (boxed in `Kind`: rare, and larger than the rest).
-pub struct Connect {
-    pub addr: SocketAddr,
-    pub phase: ConnectPhase,
-    /// .NET sends the args' buffer once connected; bytes transferred counts it.
-    pub then: Transfer,
+/// One non-blocking try at the operation the args were started for (`Args::operation`), on
+/// `socket`, the socket it was issued on. `done` is the bytes a send (or a connect's
+/// buffer) has moved so far; the attempt adds what it moves. The payload comes from the
+/// args, whose configuration cannot change while the operation owns them.
+#[inline]
+pub fn attempt(socket: &Socket, args: &Args, done: &mut usize) -> Attempt {
+    let Some(fd) = socket.fd().acquire() else {
+        return Attempt::Done(Finished::failed(*done, SocketError::OperationAborted));
+    };
+    let fd = fd.raw();
+    match args.operation() {
+        AsyncOperation::Send => match send(fd, socket.is_stream(), args, done) {
+            Attempt::Done(f) if f.error == SocketError::Shutdown && !socket.was_connected() => {
+                // The kernel says EPIPE; .NET says the socket was never connected.
+                Attempt::Done(Finished::failed(f.bytes, SocketError::NotConnected))
+            }
+            other => other,
+        },
+        AsyncOperation::Receive => receive(fd, &args.claimed_payload()),
+        AsyncOperation::Accept => match sys::accept(fd) {
+            Ok(new_fd) => match socket.adopt_accepted(new_fd) {
+                Ok(accepted) => Attempt::Done(Finished {
+                    bytes: 0,
+                    error: SocketError::Success,
+                    accepted: Some(accepted),
+                }),
+                Err(error) => Attempt::Done(Finished::failed(0, error)),
+            },
+            Err(libc::EAGAIN) => Attempt::WouldBlock,
+            Err(e) => Attempt::Done(Finished::failed(0, SocketError::from_errno(e))),
+        },
+        AsyncOperation::Connect => connect(fd, socket, args, done),
+        AsyncOperation::Disconnect => match sys::shutdown(fd, libc::SHUT_RDWR) {
+            Ok(()) => {
+                socket.mark_send_shutdown();
+                Attempt::Done(Finished::ok(0))
+            }
+            Err(e) => Attempt::Done(Finished::failed(0, SocketError::from_errno(e))),
+        },
+        other => unreachable!("no operation of kind {other:?} is ever started"),
+    }
 }
 
-pub enum Kind {
-    Accept,
-    Connect(Box<Connect>),
-    Send(Transfer),
-    Receive(Payload),
-    Disconnect,
+/// A stream send goes on until every byte is out; a datagram goes out whole in one call,
+/// or not at all.
+fn send(fd: i32, stream: bool, args: &Args, done: &mut usize) -> Attempt {
+    let sent = match args.claimed_payload() {
+        Payload::Empty => Ok(()),
+        Payload::Single(b) => send_single(fd, b, stream, done),
+        Payload::List(list) => send_list(fd, args, &list, stream, done),
+    };
+    match sent {
+        Ok(()) => Attempt::Done(Finished::ok(*done)),
+        Err(libc::EAGAIN) => Attempt::WouldBlock,
+        Err(e) => Attempt::Done(Finished::failed(*done, SocketError::from_errno(e))),
+    }
 }
 
-impl Kind {
-    #[inline]
-    pub fn operation(&self) -> AsyncOperation {
-        match self {
-            Kind::Accept => AsyncOperation::Accept,
-            Kind::Connect(_) => AsyncOperation::Connect,
-            Kind::Send(_) => AsyncOperation::Send,
-            Kind::Receive(_) => AsyncOperation::Receive,
-            Kind::Disconnect => AsyncOperation::Disconnect,
+fn send_single(fd: i32, b: RawBuf, stream: bool, done: &mut usize) -> Result<(), sys::Errno> {
+    while *done < b.len {
+        *done += sys::send(
+            fd,
+            RawBuf {
+                ptr: b.ptr.wrapping_add(*done),
+                len: b.len - *done,
+            },
+        )?;
+        if !stream {
+            break;
         }
     }
+    Ok(())
+}
 
-    /// Bytes already moved, reported if the operation is aborted now.
-    pub fn progress(&self) -> usize {
-        match self {
-            Kind::Send(t) => t.done,
-            Kind::Connect(c) => c.then.done,
-            _ => 0,
+/// Sends from the list cursor `done` bytes in; a send that would block leaves the cursor in
+/// the args, so the next attempt goes on from there without walking the list again.
+fn send_list(
+    fd: i32,
+    args: &Args,
+    list: &[RawBuf],
+    stream: bool,
+    done: &mut usize,
+) -> Result<(), sys::Errno> {
+    let (mut index, mut skip) = args
+        .list_cursor(*done)
+        .unwrap_or_else(|| sys::advance(list, 0, 0, *done));
+    while index < list.len() {
+        match sys::sendmsg(fd, &list[index..], skip) {
+            Ok(n) => {
+                *done += n;
+                (index, skip) = sys::advance(list, index, skip, n);
+                if !stream {
+                    break;
+                }
+            }
+            Err(e) => {
+                if e == libc::EAGAIN {
+                    args.save_list_cursor(*done, index, skip);
+                }
+                return Err(e);
+            }
         }
     }
+    Ok(())
+}
 
-    /// One non-blocking try. `socket` is the socket the operation was issued on.
-    #[inline]
-    pub fn attempt(&mut self, socket: &Socket) -> Attempt {
-        let Some(fd) = socket.fd().acquire() else {
-            return Attempt::Done(Finished::failed(
-                self.progress(),
-                SocketError::OperationAborted,
-            ));
-        };
-        let fd = fd.raw();
-        match self {
-            Kind::Send(t) => match t.send(fd, socket.is_stream()) {
-                Attempt::Done(f) if f.error == SocketError::Shutdown && !socket.was_connected() => {
-                    // The kernel says EPIPE; .NET says the socket was never connected.
-                    Attempt::Done(Finished::failed(f.bytes, SocketError::NotConnected))
-                }
-                other => other,
-            },
-            Kind::Receive(payload) => receive(fd, payload),
-            Kind::Accept => match sys::accept(fd) {
-                Ok(new_fd) => match socket.adopt_accepted(new_fd) {
-                    Ok(accepted) => Attempt::Done(Finished {
-                        bytes: 0,
-                        error: SocketError::Success,
-                        accepted: Some(accepted),
-                    }),
-                    Err(error) => Attempt::Done(Finished::failed(0, error)),
-                },
-                Err(libc::EAGAIN) => Attempt::WouldBlock,
-                Err(e) => Attempt::Done(Finished::failed(0, SocketError::from_errno(e))),
-            },
-            Kind::Connect(connect) => loop {
-                let Connect { addr, phase, then } = &mut **connect;
-                match phase {
-                    ConnectPhase::Start => match sys::connect(fd, *addr) {
-                        Ok(()) => {
-                            socket.connect_finished(true);
-                            *phase = ConnectPhase::Sending;
-                        }
-                        Err(libc::EINPROGRESS) => {
-                            *phase = ConnectPhase::Waiting;
-                            return Attempt::WouldBlock;
-                        }
-                        Err(e) => {
-                            socket.connect_finished(false);
-                            return Attempt::Done(Finished::failed(0, SocketError::from_errno(e)));
-                        }
-                    },
-                    ConnectPhase::Waiting => {
-                        match sys::connect_finished(fd).and_then(|done| {
-                            if done {
-                                sys::take_error(fd).map(Some)
-                            } else {
-                                Ok(None)
-                            }
-                        }) {
-                            Ok(None) => return Attempt::WouldBlock,
-                            Ok(Some(0)) => {
-                                socket.connect_finished(true);
-                                *phase = ConnectPhase::Sending;
-                            }
-                            Ok(Some(e)) | Err(e) => {
-                                socket.connect_finished(false);
-                                return Attempt::Done(Finished::failed(
-                                    0,
-                                    SocketError::from_errno(e),
-                                ));
-                            }
-                        }
-                    }
-                    ConnectPhase::Sending => return then.send(fd, socket.is_stream()),
-                }
-            },
-            Kind::Disconnect => match sys::shutdown(fd, libc::SHUT_RDWR) {
+fn connect(fd: i32, socket: &Socket, args: &Args, done: &mut usize) -> Attempt {
+    loop {
+        let (phase, addr) = args.connect_state();
+        match phase {
+            ConnectPhase::Start => match sys::connect(fd, addr) {
                 Ok(()) => {
-                    socket.mark_send_shutdown();
-                    Attempt::Done(Finished::ok(0))
+                    socket.connect_finished(true);
+                    args.set_connect_phase(ConnectPhase::Sending);
                 }
-                Err(e) => Attempt::Done(Finished::failed(0, SocketError::from_errno(e))),
+                Err(libc::EINPROGRESS) => {
+                    args.set_connect_phase(ConnectPhase::Waiting);
+                    return Attempt::WouldBlock;
+                }
+                Err(e) => {
+                    socket.connect_finished(false);
+                    return Attempt::Done(Finished::failed(0, SocketError::from_errno(e)));
+                }
             },
+            ConnectPhase::Waiting => {
+                match sys::connect_finished(fd).and_then(|finished| {
+                    if finished {
+                        sys::take_error(fd).map(Some)
+                    } else {
+                        Ok(None)
+                    }
+                }) {
+                    Ok(None) => return Attempt::WouldBlock,
+                    Ok(Some(0)) => {
+                        socket.connect_finished(true);
+                        args.set_connect_phase(ConnectPhase::Sending);
+                    }
+                    Ok(Some(e)) | Err(e) => {
+                        socket.connect_finished(false);
+                        return Attempt::Done(Finished::failed(0, SocketError::from_errno(e)));
+                    }
+                }
+            }
+            // .NET sends the args' buffer once connected; bytes transferred counts it.
+            ConnectPhase::Sending => return send(fd, socket.is_stream(), args, done),
         }
     }
 }
@@ -286,11 +247,13 @@ fn receive_list(fd: i32, list: &[RawBuf]) -> Attempt {
     Attempt::Done(Finished::ok(got))
 }
 
-/// An operation waiting in a socket's queue: what to do, and who to tell.
+/// An operation waiting in a socket's queue: whose it is (the args say what it is), where it
+/// stands, and who to tell. Three words, so a queue can keep its first one inline.
 pub struct Pending {
-    pub kind: Kind,
     pub args: Arc<Args>,
     pub socket: Arc<Socket>,
+    /// Bytes a send (or a connect's buffer) has moved so far.
+    pub done: usize,
 }
 
 impl Pending {
@@ -302,7 +265,7 @@ impl Pending {
     }
 
     pub fn abort(self) {
-        let bytes = self.kind.progress();
+        let bytes = self.done;
         self.complete(Finished::failed(bytes, SocketError::OperationAborted));
     }
 }

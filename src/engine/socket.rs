@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::args::{Args, Shape, Snapshot};
 use super::endpoint::Family;
 use super::fd::Fd;
-use super::op::{self, Attempt, Connect, ConnectPhase, Finished, Kind, Transfer};
+use super::op::{self, Attempt, Finished};
 use super::queue::{Direction, OpQueue};
 use super::reactor::{self, Reactor};
 use super::sys;
@@ -418,7 +418,7 @@ impl Socket {
             Ok(())
         };
         self.begin(args, Some(check), false)?;
-        self.read.start(self, args, Kind::Accept)
+        self.read.start(self, args, AsyncOperation::Accept)
     }
 
     pub fn connect_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
@@ -452,17 +452,10 @@ impl Socket {
             }
             Ok(())
         };
-        let snapshot = self.begin(args, Some(check), true)?;
-        let Some(endpoint) = snapshot.shape.endpoint else {
-            unreachable!("checked by begin");
-        };
+        self.begin(args, Some(check), true)?;
+        args.start_connect();
         self.phase.store(CONNECTING, Ordering::Release);
-        let kind = Kind::Connect(Box::new(Connect {
-            addr: endpoint,
-            phase: ConnectPhase::Start,
-            then: Transfer::new(snapshot.payload),
-        }));
-        let started = self.write.start(self, args, kind);
+        let started = self.write.start(self, args, AsyncOperation::Connect);
         if started.is_err() {
             self.phase.store(FRESH, Ordering::Release);
         }
@@ -508,12 +501,10 @@ impl Socket {
     /// not (yet) connected, and a send queue someone else owns, which it must queue behind.
     #[inline(never)]
     fn send_queued(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
-        let payload = args.claimed_payload();
         if self.never_connected() {
             return Ok(self.finish_now(args, AsyncOperation::Send, SocketError::NotConnected));
         }
-        self.write
-            .start(self, args, Kind::Send(Transfer::new(payload)))
+        self.write.start(self, args, AsyncOperation::Send)
     }
 
     /// The fast path's send did not finish at once: `done` bytes went out, then the kernel
@@ -525,21 +516,15 @@ impl Socket {
         args: &Arc<Args>,
         done: usize,
         errno: i32,
-        observed: u64,
+        observed: u32,
     ) -> bool {
-        let mut transfer = Transfer::new(args.claimed_payload());
-        transfer.advance_single(done);
+        let mut done = done;
         let attempt = match errno {
-            0 => {
-                let mut kind = Kind::Send(transfer);
-                let attempt = kind.attempt(self);
-                return self.write.settle_owned(self, args, kind, observed, attempt);
-            }
+            0 => op::attempt(self, args, &mut done),
             libc::EAGAIN => Attempt::WouldBlock,
             errno => Attempt::Done(Finished::failed(0, SocketError::from_errno(errno))),
         };
-        self.write
-            .settle_owned(self, args, Kind::Send(transfer), observed, attempt)
+        self.write.settle_owned(self, args, done, observed, attempt)
     }
 
     /// A receive: with the receive queue idle, the first attempt is made straight away, as
@@ -554,7 +539,7 @@ impl Socket {
         }
         let Some(observed) = self.read.try_claim() else {
             drop(fd);
-            return self.read.start(self, args, Kind::Receive(payload));
+            return self.read.start(self, args, AsyncOperation::Receive);
         };
         args.started(AsyncOperation::Receive);
         let attempt = op::receive(fd.raw(), &payload);
@@ -565,20 +550,18 @@ impl Socket {
                 args.finish(finished.bytes, finished.error, None);
                 Ok(false)
             }
-            Attempt::WouldBlock => Ok(self.read.settle_owned(
-                self,
-                args,
-                Kind::Receive(payload),
-                observed,
-                Attempt::WouldBlock,
-            )),
+            Attempt::WouldBlock => {
+                Ok(self
+                    .read
+                    .settle_owned(self, args, 0, observed, Attempt::WouldBlock))
+            }
         }
     }
 
     pub fn disconnect_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
         self.check_open()?;
         args.begin_io()?;
-        self.write.start(self, args, Kind::Disconnect)
+        self.write.start(self, args, AsyncOperation::Disconnect)
     }
 
     /// A stream socket that never connected (and is not connecting): .NET completes sends
