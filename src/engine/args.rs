@@ -9,7 +9,7 @@
 //! not torn memory.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI16, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::op::ConnectPhase;
@@ -112,9 +112,22 @@ pub struct Args {
     extra: Mutex<Option<Box<Extra>>>,
 
     bytes_transferred: AtomicUsize,
-    socket_error: AtomicI32,
-    last_operation: AtomicI32,
+    /// Narrow on purpose (every SocketError fits 16 bits, every operation 8): with the flags
+    /// above they share one word, which keeps the args in a smaller allocator size class.
+    socket_error: AtomicI16,
+    last_operation: AtomicU8,
 }
+
+// The results' narrow fields hold every value they are given.
+const _: () = {
+    let mut i = 0;
+    while i < SocketError::ALL.len() {
+        let code = SocketError::ALL[i] as i32;
+        assert!(code >= i16::MIN as i32 && code <= i16::MAX as i32);
+        i += 1;
+    }
+    assert!(AsyncOperation::SendTo as i32 <= u8::MAX as i32);
+};
 
 #[cold]
 fn freed() -> Reject {
@@ -161,8 +174,8 @@ impl Args {
             has_endpoint: AtomicBool::new(false),
             extra: Mutex::new(None),
             bytes_transferred: AtomicUsize::new(0),
-            socket_error: AtomicI32::new(0),
-            last_operation: AtomicI32::new(AsyncOperation::None as i32),
+            socket_error: AtomicI16::new(0),
+            last_operation: AtomicU8::new(AsyncOperation::None as u8),
         }
     }
 
@@ -307,11 +320,11 @@ impl Args {
     }
 
     pub fn socket_error(&self) -> i32 {
-        self.socket_error.load(Ordering::Acquire)
+        self.socket_error.load(Ordering::Acquire).into()
     }
 
     pub fn last_operation(&self) -> i32 {
-        self.last_operation.load(Ordering::Acquire)
+        self.last_operation.load(Ordering::Acquire).into()
     }
 
     /// The operation that owns the args (the one last started), for its attempts.
@@ -319,11 +332,11 @@ impl Args {
     pub fn operation(&self) -> AsyncOperation {
         use AsyncOperation::*;
         match self.last_operation.load(Ordering::Relaxed) {
-            x if x == Accept as i32 => Accept,
-            x if x == Connect as i32 => Connect,
-            x if x == Disconnect as i32 => Disconnect,
-            x if x == Receive as i32 => Receive,
-            x if x == Send as i32 => Send,
+            x if x == Accept as u8 => Accept,
+            x if x == Connect as u8 => Connect,
+            x if x == Disconnect as u8 => Disconnect,
+            x if x == Receive as u8 => Receive,
+            x if x == Send as u8 => Send,
             _ => None,
         }
     }
@@ -510,7 +523,7 @@ impl Args {
     #[inline]
     pub fn started(&self, operation: AsyncOperation) {
         self.last_operation
-            .store(operation as i32, Ordering::Relaxed);
+            .store(operation as u8, Ordering::Relaxed);
         if operation == AsyncOperation::Accept {
             self.drop_accepted();
         }
@@ -520,7 +533,7 @@ impl Args {
     #[inline]
     pub fn finish(&self, bytes: usize, error: SocketError, accepted: Option<Arc<Socket>>) {
         self.bytes_transferred.store(bytes, Ordering::Relaxed);
-        self.socket_error.store(error as i32, Ordering::Relaxed);
+        self.socket_error.store(error as i16, Ordering::Relaxed);
         if accepted.is_some() {
             self.with_extra(|e| e.accepted = accepted);
         }
