@@ -441,10 +441,10 @@ fn started_by_hand() -> (Arc<Socket>, Arc<Args>, Receiver<Completed>) {
 #[test]
 #[should_panic(expected = "delivered twice")]
 fn a_second_delivery_of_one_operation_is_caught() {
-    use sockasync::engine::op::{Finished, Kind, Pending};
+    use sockasync::engine::op::{Finished, Pending};
     let (s, a, rx) = started_by_hand();
-    let first = Pending::new(Kind::Disconnect, &a, &s);
-    let again = Pending::new(Kind::Disconnect, &a, &s);
+    let first = Pending::new(&a, &s, 0);
+    let again = Pending::new(&a, &s, 0);
     first.complete(Finished::ok(0));
     rx.recv_timeout(WAIT)
         .expect("the first delivery runs the callback");
@@ -455,10 +455,10 @@ fn a_second_delivery_of_one_operation_is_caught() {
 #[test]
 #[should_panic(expected = "a completion for operation 1 of args now on operation 2")]
 fn a_stale_completion_after_the_args_were_reused_is_caught() {
-    use sockasync::engine::op::{Finished, Kind, Pending};
+    use sockasync::engine::op::{Finished, Pending};
     let (s, a, rx) = started_by_hand();
-    let first = Pending::new(Kind::Disconnect, &a, &s);
-    let stale = Pending::new(Kind::Disconnect, &a, &s);
+    let first = Pending::new(&a, &s, 0);
+    let stale = Pending::new(&a, &s, 0);
     first.complete(Finished::ok(0));
     rx.recv_timeout(WAIT).unwrap();
     a.begin_io().expect("reusable once completed");
