@@ -403,7 +403,7 @@ impl Args {
     /// Whether the next operation passes the kernel any flags (the fast paths do not).
     #[inline]
     pub fn has_input_flags(&self) -> bool {
-        SocketFlags::to_system(self.flags.load(Ordering::Relaxed).into()) != 0
+        self.flags.load(Ordering::Relaxed) & SocketFlags::INPUT as u16 != 0
     }
 
     /// The MSG_* bits for an operation starting on the claimed args.
