@@ -343,5 +343,6 @@ int main(int argc, char **argv)
     free(c.in);
     pthread_cond_destroy(&c.completed);
     pthread_mutex_destroy(&c.lock);
+    sock_runtime_shutdown(); /* joins the library's threads */
     return ok ? 0 : 1;
 }

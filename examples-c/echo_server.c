@@ -507,5 +507,7 @@ int main(int argc, char **argv)
     pthread_join(signal_waiter, NULL);
     pthread_cond_destroy(&srv.changed);
     pthread_mutex_destroy(&srv.lock);
+    /* Stop the library's threads before leaving (what a managed host must do to exit). */
+    sock_runtime_shutdown();
     return status;
 }

@@ -6,13 +6,15 @@
 # Set DEMO_WRAP to run every example under a tool, e.g.
 #   DEMO_WRAP="valgrind -q --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99" \
 #     bash examples-c/run-demo.sh
+# or set DEMO_SAN=1 to run them built with AddressSanitizer + UBSan.
 # Ends with "echo demo: N passed, M failed" (the clients plus the server) and exits non-zero
 # if anything failed.
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
-bin=$root/build/examples
+san=${DEMO_SAN:+1}
+bin=$root/build/examples${san:+-san}
 read -r -a wrap <<<"${DEMO_WRAP:-}"
 
 # Each client: MESSAGES SIZE.
@@ -46,7 +48,7 @@ give_up() {
 echo "== building the library (cargo build --release)"
 (cd "$root" && timeout 600 cargo build --release --quiet) || give_up "the library did not build"
 echo "== building the examples"
-timeout 60 make -s -C "$here" || give_up "the examples did not build"
+timeout 60 make -s -C "$here" ${san:+SAN=1} || give_up "the examples did not build"
 
 echo "== starting echo_server on 127.0.0.1, port 0 (a free one), for ${#clients[@]} connections"
 timeout 60 "${wrap[@]}" "$bin/echo_server" 127.0.0.1:0 "${#clients[@]}" \

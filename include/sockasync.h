@@ -11,8 +11,10 @@
  * run, and e's results are readable at once; any other status means it was rejected and
  * nothing was sent or changed. Results use .NET's SocketError numbers.
  *
- * Threads and ownership. Every function is thread-safe. Callbacks run on one reactor thread
- * that the library starts on first use; they may call any function here. The caller owns
+ * Threads and ownership. Every function is thread-safe. Callbacks run on the library's
+ * reactor threads (one unless sock_runtime_configure says more), or on its worker pool under
+ * Pool dispatch; the runtime starts on first use and sock_runtime_shutdown stops it. Callbacks
+ * may call any function here but sock_runtime_shutdown. The caller owns
  * every sock and sock_args it creates or is handed, and releases them with sock_free and
  * sock_args_free; memory an operation uses (buffers, buffer-list entries) stays the caller's
  * and must stay valid until that operation has completed. Strings the library returns are
@@ -302,6 +304,34 @@ typedef int32_t sock_shutdown_how;
 #endif // __cplusplus
 
 /**
+ * Where completion callbacks run (`sock_runtime_configure`'s `dispatch`).
+ */
+enum sock_dispatch
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * On the reactor thread that finished the operation (the default, and the fastest): a
+   * callback that blocks delays the completions of that reactor's other sockets.
+   */
+  SOCK_DISPATCH_INLINE = 0,
+  /**
+   * On a small pool of worker threads (at least two), so a slow callback cannot stall
+   * other sockets. Callbacks of one socket may then run at the same time on different
+   * workers.
+   */
+  SOCK_DISPATCH_POOL = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum sock_dispatch sock_dispatch;
+#else
+typedef int32_t sock_dispatch;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * A socket (.NET's `Socket`): TCP or UDP over IPv4 or IPv6, always non-blocking inside.
  *
  * Made by `sock_create`, or handed out by a completed accept (`sock_args_accept_socket`).
@@ -335,12 +365,14 @@ typedef struct sock_args sock_args;
 
 /**
  * The completion callback: runs exactly once for each operation that returned true
- * (pending), on the library's reactor thread, after `args` holds the results. `socket` is
+ * (pending), after `args` holds the results: on the reactor thread that serves the socket
+ * (Inline dispatch, the default) or on a worker of the pool (Pool dispatch; see
+ * `sock_runtime_configure`). `socket` is
  * the socket the operation was started on and `user_token` the args' token at the time of
  * the call. It may call any sockasync function, including starting another operation with
- * the same args, closing the socket, and freeing the socket or the args. It must not
- * throw, longjmp or unwind out, and should not block: other sockets' completions wait
- * behind it.
+ * the same args, closing the socket, and freeing the socket or the args (but not
+ * `sock_runtime_shutdown`, which is rejected there). It must not throw, longjmp or unwind
+ * out, and should not block: under Inline dispatch other sockets' completions wait behind it.
  */
 typedef void (*sock_completed_fn)(sock *socket, sock_args *args, void *user_token);
 
@@ -460,6 +492,34 @@ size_t sock_args_count(const sock_args *e);
 sock *sock_args_accept_socket(const sock_args *e);
 
 /**
+ * Configures the runtime before its first use (the first `sock_create`): `reactor_threads`
+ * epoll threads (1 to 256; sockets, also accepted ones, are spread over them round-robin)
+ * and where callbacks run (`sock_dispatch`). Without this call the defaults are 1 thread and
+ * Inline, or what the environment variables SOCKASYNC_REACTOR_THREADS (a number) and
+ * SOCKASYNC_DISPATCH (`inline` or `pool`) say; this call overrides them. It may be called
+ * again after `sock_runtime_shutdown`, for the next start.
+ *
+ * Returns true if taken. False: InvalidArgument (0 or more than 256 threads, an unknown
+ * dispatch), InvalidOperation (the runtime is already running).
+ */
+bool sock_runtime_configure(uint32_t reactor_threads, int32_t dispatch);
+
+/**
+ * Stops the runtime: every open socket is closed, every pending operation completes with
+ * OperationAborted (995) through its callback, the library's threads are joined, and the call
+ * returns only when no callback can run any more. Socket and args handles stay valid (closed
+ * sockets reject operations as Disposed) until freed. The next `sock_create` starts the
+ * runtime again; `sock_create` calls made while the shutdown runs are rejected with
+ * InvalidOperation. Managed hosts need this before exit (Mono does not exit while a native
+ * thread it has seen is running); it is safe to register with `atexit`. Without a running
+ * runtime it does nothing.
+ *
+ * Status: OK, or InvalidOperation when called from inside a callback (where waiting for
+ * every callback to return would never end): nothing is stopped then.
+ */
+void sock_runtime_shutdown(void);
+
+/**
  * Creates a socket, with .NET's numbers: `address_family` InterNetwork (2) or
  * InterNetworkV6 (23); `socket_type` Stream (1) or Dgram (2); `protocol` Tcp (6), Udp (17)
  * or 0 for the type's default.
@@ -467,7 +527,9 @@ sock *sock_args_accept_socket(const sock_args *e);
  * Returns the new socket, owned by the caller (release it with `sock_free`), or NULL:
  * unknown numbers are InvalidArgument, Unix (1) is NotSupported, and a refusal by the
  * system is SocketError (e.g. ProtocolNotSupported for Stream with Udp, TooManyOpenSockets).
- * The library's reactor thread starts on the first call.
+ * The runtime starts on the first call (see `sock_runtime_configure`); an environment
+ * variable that does not parse is InvalidArgument, and a call made while
+ * `sock_runtime_shutdown` runs is InvalidOperation.
  */
 sock *sock_create(int32_t address_family, int32_t socket_type, int32_t protocol);
 

@@ -36,12 +36,14 @@ pub struct sock_buf {
 }
 
 /// The completion callback: runs exactly once for each operation that returned true
-/// (pending), on the library's reactor thread, after `args` holds the results. `socket` is
+/// (pending), after `args` holds the results: on the reactor thread that serves the socket
+/// (Inline dispatch, the default) or on a worker of the pool (Pool dispatch; see
+/// `sock_runtime_configure`). `socket` is
 /// the socket the operation was started on and `user_token` the args' token at the time of
 /// the call. It may call any sockasync function, including starting another operation with
-/// the same args, closing the socket, and freeing the socket or the args. It must not
-/// throw, longjmp or unwind out, and should not block: other sockets' completions wait
-/// behind it.
+/// the same args, closing the socket, and freeing the socket or the args (but not
+/// `sock_runtime_shutdown`, which is rejected there). It must not throw, longjmp or unwind
+/// out, and should not block: under Inline dispatch other sockets' completions wait behind it.
 pub type sock_completed_fn =
     Option<unsafe extern "C" fn(socket: *mut sock, args: *mut sock_args, user_token: *mut c_void)>;
 

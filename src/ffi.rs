@@ -7,11 +7,13 @@ use std::ffi::{CStr, c_char};
 use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::{Reject, Status};
 
 /// The latest call's status on this thread. Plain cells without a destructor, so the success
-/// path (every call) pays no TLS lifecycle check; the message lives apart.
+/// path (every call) pays no TLS lifecycle check; the message lives apart. Invariant: a
+/// status of OK comes with socket error 0 and no message.
 struct LastCall {
     status: Cell<i32>,
     socket_error: Cell<i32>,
@@ -29,20 +31,65 @@ thread_local! {
     /// NUL-terminated; kept (not freed) between errors, so a message costs no allocation
     /// once the buffer has grown.
     static MESSAGE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Gives the thread's share of `NOT_OK_RECORDS` back when the thread ends; touched only
+    /// when a rejection is recorded, so only such threads pay for its destructor.
+    static NOT_OK_AT_EXIT: NotOkAtExit = const { NotOkAtExit };
 }
 
-#[inline]
+/// How many threads' records say anything but OK. Every record starts OK, so while this is 0
+/// a successful call has nothing to record, and skips the thread-local record altogether:
+/// in a shared library every TLS access is a call to `__tls_get_addr`, a good part of a
+/// small send's instructions. A thread counts itself in (under its own record) on the change
+/// to not-OK and out on the change back; a thread only ever reads its own share, which no
+/// other thread changes, so relaxed ordering is enough for it to see it.
+static NOT_OK_RECORDS: AtomicUsize = AtomicUsize::new(0);
+
+struct NotOkAtExit;
+
+impl Drop for NotOkAtExit {
+    fn drop(&mut self) {
+        // LAST has no destructor, so it is still there while this one runs.
+        LAST.with(|last| {
+            if last.status.get() != Status::Ok as i32 {
+                last.status.set(Status::Ok as i32);
+                NOT_OK_RECORDS.fetch_sub(1, Ordering::Relaxed);
+            }
+        });
+    }
+}
+
+#[inline(always)]
 fn record_ok() {
+    if NOT_OK_RECORDS.load(Ordering::Relaxed) != 0 {
+        record_ok_in_tls();
+    }
+}
+
+#[inline(never)]
+fn record_ok_in_tls() {
     LAST.with(|last| {
-        last.status.set(Status::Ok as i32);
-        last.socket_error.set(0);
-        last.has_message.set(false);
+        if last.status.get() != Status::Ok as i32 {
+            last.status.set(Status::Ok as i32);
+            last.socket_error.set(0);
+            last.has_message.set(false);
+            NOT_OK_RECORDS.fetch_sub(1, Ordering::Relaxed);
+        }
     });
 }
 
 #[cold]
 fn record_reject(reject: &Reject) {
+    // Registers the exit hook before the count goes up (try_with: on a thread whose TLS is
+    // being torn down there is no hook, and the share stays counted, which only costs speed).
+    let _ = NOT_OK_AT_EXIT.try_with(|_| ());
     LAST.with(|last| {
+        let was_ok = last.status.get() == Status::Ok as i32;
+        let is_ok = reject.status == Status::Ok;
+        if was_ok && !is_ok {
+            NOT_OK_RECORDS.fetch_add(1, Ordering::Relaxed);
+        } else if !was_ok && is_ok {
+            NOT_OK_RECORDS.fetch_sub(1, Ordering::Relaxed);
+        }
         last.status.set(reject.status as i32);
         last.socket_error
             .set(if reject.status == Status::SocketError {

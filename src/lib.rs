@@ -7,7 +7,7 @@
 //! library's reactor thread (edge-triggered epoll) finishes it and runs the args' callback.
 //!
 //! Layout (after rustls-ffi): `ffi` is the boundary plumbing (panic catching, last-status
-//! record, pointer conversions); `socket`, `args` and `status` hold the exported functions,
+//! record, pointer conversions); `socket`, `args`, `runtime` and `status` hold the exported functions,
 //! one module per C type; `engine` is the safe core, which knows nothing of C; `error` has
 //! the codes (.NET's numbers). The header `include/sockasync.h` is generated from these
 //! sources by cbindgen.
@@ -18,5 +18,6 @@ pub mod args;
 pub mod engine;
 pub mod error;
 mod ffi;
+pub mod runtime;
 pub mod socket;
 pub mod status;

@@ -34,7 +34,9 @@ fn socket(s: *const sock) -> Result<std::mem::ManuallyDrop<Arc<Socket>>, Reject>
 /// Returns the new socket, owned by the caller (release it with `sock_free`), or NULL:
 /// unknown numbers are InvalidArgument, Unix (1) is NotSupported, and a refusal by the
 /// system is SocketError (e.g. ProtocolNotSupported for Stream with Udp, TooManyOpenSockets).
-/// The library's reactor thread starts on the first call.
+/// The runtime starts on the first call (see `sock_runtime_configure`); an environment
+/// variable that does not parse is InvalidArgument, and a call made while
+/// `sock_runtime_shutdown` runs is InvalidOperation.
 #[unsafe(no_mangle)]
 pub extern "C" fn sock_create(address_family: i32, socket_type: i32, protocol: i32) -> *mut sock {
     ffi::call(std::ptr::null_mut(), || {
@@ -211,10 +213,13 @@ pub extern "C" fn sock_free(s: *mut sock) {
     })
 }
 
+/// Inlined into each export, so the operation is a direct call the compiler can fold into
+/// the hot path rather than a call through a pointer.
+#[inline(always)]
 fn start(
     s: *mut sock,
     e: *mut sock_args,
-    operation: fn(&Arc<Socket>, &Arc<Args>) -> Result<bool, Reject>,
+    operation: impl FnOnce(&Arc<Socket>, &Arc<Args>) -> Result<bool, Reject>,
 ) -> bool {
     ffi::call(false, || {
         let socket = socket(s)?;

@@ -355,3 +355,65 @@ fn an_accepted_socket_nobody_reads_is_closed_when_its_args_go() {
         "the unread accepted socket was closed: the client sees end of stream"
     );
 }
+
+#[test]
+fn a_small_send_behind_a_pending_one_waits_its_turn_and_rejections_still_hold() {
+    // The small send could go straight to the kernel (one buffer, connected stream), but a
+    // send is pending: it must queue behind it, and its bytes arrive after all of the first.
+    let (s, mut peer) = connected_to_std();
+    s.set_option(SocketOption::SendBufferSize, 4096).unwrap();
+    let big: Vec<u8> = (0..4 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let (first, first_rx) = args();
+    first
+        .set_buffer(big.as_ptr() as *mut u8, big.len())
+        .unwrap();
+    assert!(s.send_async(&first).unwrap(), "4 MiB cannot fit at once");
+    assert_eq!(
+        s.send_async(&first).unwrap_err().status,
+        Status::InProgress,
+        "its args are busy"
+    );
+    let mut small = *b"the small send, which comes last";
+    let (second, second_rx) = args();
+    second.set_buffer(small.as_mut_ptr(), small.len()).unwrap();
+    assert!(
+        s.send_async(&second).unwrap(),
+        "a send behind a pending one queues"
+    );
+    let mut got = vec![0u8; big.len() + small.len()];
+    peer.read_exact(&mut got).unwrap();
+    assert!(
+        got[..big.len()] == big[..],
+        "the first send goes out whole first"
+    );
+    assert_eq!(&got[big.len()..], &small[..]);
+    let c = first_rx.recv_timeout(WAIT).unwrap();
+    assert_eq!((c.bytes, c.error), (big.len(), 0));
+    let c = second_rx.recv_timeout(WAIT).unwrap();
+    assert_eq!((c.bytes, c.error), (small.len(), 0));
+
+    // Once the queue is idle again the small send completes at once.
+    assert!(!s.send_async(&second).unwrap());
+    assert_eq!(
+        (second.bytes_transferred(), second.socket_error()),
+        (small.len(), 0)
+    );
+    peer.read_exact(&mut got[..small.len()]).unwrap();
+    assert_eq!(&got[..small.len()], &small[..]);
+
+    // Freed args, then a closed socket: rejected, and nothing reaches the peer.
+    let (freed, _rx) = args();
+    freed.set_buffer(small.as_mut_ptr(), small.len()).unwrap();
+    freed.mark_freed();
+    let reject = s.send_async(&freed).unwrap_err();
+    assert_eq!(reject.status, Status::InvalidArgument);
+    s.close();
+    assert_eq!(s.send_async(&second).unwrap_err().status, Status::Disposed);
+    assert!(!second.is_in_flight(), "a rejection leaves the args free");
+    peer.set_read_timeout(Some(WAIT)).unwrap();
+    assert_eq!(
+        peer.read(&mut got).unwrap(),
+        0,
+        "only end of stream follows"
+    );
+}

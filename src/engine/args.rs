@@ -338,6 +338,30 @@ impl Args {
         Ok(self.payload())
     }
 
+    /// `begin_io` for the fast paths: claims the args, then gives the buffer's range if a
+    /// single buffer is what they name. None (the args stay claimed): a list or nothing, which
+    /// `claimed_payload` gives.
+    #[inline]
+    pub fn begin_io_single(&self) -> Result<Option<RawBuf>, Reject> {
+        self.claim()?;
+        if self.has_list.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let buffer = self.buffer.load(Ordering::Relaxed);
+        if buffer.is_null() {
+            return Ok(None);
+        }
+        Ok(Some(RawBuf {
+            ptr: buffer.wrapping_add(self.offset.load(Ordering::Relaxed)),
+            len: self.count.load(Ordering::Relaxed),
+        }))
+    }
+
+    /// The payload of args this caller has claimed (`begin_io_single`).
+    pub fn claimed_payload(&self) -> Payload {
+        self.payload()
+    }
+
     /// Claims the args for one operation: refused once freed, or while anything owns them.
     #[inline]
     fn claim(&self) -> Result<(), Reject> {
@@ -357,10 +381,7 @@ impl Args {
     #[inline]
     fn payload(&self) -> Payload {
         if self.has_list.load(Ordering::Relaxed) {
-            return match self.extra().as_ref().and_then(|e| e.list.clone()) {
-                Some(list) if !list.is_empty() => Payload::List(list),
-                _ => Payload::Empty,
-            };
+            return self.list_payload();
         }
         let buffer = self.buffer.load(Ordering::Relaxed);
         if buffer.is_null() {
@@ -370,6 +391,17 @@ impl Args {
                 ptr: buffer.wrapping_add(self.offset.load(Ordering::Relaxed)),
                 len: self.count.load(Ordering::Relaxed),
             })
+        }
+    }
+
+    /// Kept out of line: the list sits behind the mutex, and the single-buffer case should
+    /// not carry its code.
+    #[cold]
+    #[inline(never)]
+    fn list_payload(&self) -> Payload {
+        match self.extra().as_ref().and_then(|e| e.list.clone()) {
+            Some(list) if !list.is_empty() => Payload::List(list),
+            _ => Payload::Empty,
         }
     }
 

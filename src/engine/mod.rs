@@ -7,10 +7,12 @@ pub mod fd;
 pub mod op;
 pub mod queue;
 pub mod reactor;
+pub mod runtime;
 pub mod socket;
 pub mod sys;
 
 pub use args::{Args, Completion};
 pub use endpoint::AddressFamily;
+pub use runtime::Dispatch;
 pub use socket::{ProtocolType, ShutdownHow, Socket, SocketOption, SocketType};
 pub use sys::RawBuf;

@@ -68,6 +68,13 @@ impl Transfer {
         self.total
     }
 
+    /// Counts `n` bytes of a single-buffer payload as sent already (a first attempt made
+    /// outside the operation).
+    pub fn advance_single(&mut self, n: usize) {
+        debug_assert!(matches!(self.payload, Payload::Single(_)) && n <= self.total);
+        self.done += n;
+    }
+
     #[inline]
     fn send(&mut self, fd: i32, stream: bool) -> Attempt {
         while self.done < self.total {
@@ -230,7 +237,7 @@ impl Kind {
     }
 }
 
-fn receive(fd: i32, payload: &Payload) -> Attempt {
+pub(crate) fn receive(fd: i32, payload: &Payload) -> Attempt {
     let result = match payload {
         _ if payload.total_len() == 0 => {
             // A zero-byte receive waits for data without consuming it. A 0-byte recv would
@@ -287,11 +294,12 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Stores the results and runs the callback (reactor thread).
+    /// Stores the results and delivers the callback (reactor thread): it runs here or on the
+    /// worker pool, as the runtime's dispatch says.
     pub fn complete(self, finished: Finished) {
-        self.args
-            .finish(finished.bytes, finished.error, finished.accepted);
-        self.args.notify(&self.socket);
+        let Pending { args, socket, .. } = self;
+        args.finish(finished.bytes, finished.error, finished.accepted);
+        socket.reactor().deliver(&socket, args);
     }
 
     pub fn abort(self) {

@@ -126,9 +126,35 @@ impl OpQueue {
     /// The caller owns the head: try now, queue only if the kernel would block.
     #[inline]
     fn run_owned(&self, socket: &Arc<Socket>, args: &Arc<Args>, mut kind: Kind) -> bool {
-        let mut observed = self.seq.load(Ordering::Acquire);
+        let observed = self.seq.load(Ordering::Acquire);
+        let first = kind.attempt(socket);
+        self.settle_owned(socket, args, kind, observed, first)
+    }
+
+    /// The lock-free claim of an idle queue, for a caller's fast path that makes its first
+    /// attempt itself. Some(edges seen so far), read before that attempt as `settle_owned`
+    /// needs; None if anyone owns the queue or it is stopped (then `start` sorts it out).
+    #[inline]
+    pub(crate) fn try_claim(&self) -> Option<u64> {
+        self.state
+            .compare_exchange(IDLE, BUSY, Ordering::Acquire, Ordering::Relaxed)
+            .ok()?;
+        Some(self.seq.load(Ordering::Acquire))
+    }
+
+    /// Goes on from the caller's attempt `attempt` (made after `observed` edges) while it
+    /// owns the head: finishes now, or queues the operation if the kernel would block and no
+    /// edge came since. Returns true if the operation went pending.
+    pub(crate) fn settle_owned(
+        &self,
+        socket: &Arc<Socket>,
+        args: &Arc<Args>,
+        mut kind: Kind,
+        mut observed: u64,
+        mut attempt: Attempt,
+    ) -> bool {
         loop {
-            match kind.attempt(socket) {
+            match attempt {
                 Attempt::Done(finished) => {
                     self.release_after_caller(socket);
                     args.finish(finished.bytes, finished.error, finished.accepted);
@@ -145,6 +171,8 @@ impl OpQueue {
                     if now != observed {
                         // An edge came after our attempt: the kernel may be ready again.
                         observed = now;
+                        drop(ops);
+                        attempt = kind.attempt(socket);
                         continue;
                     }
                     make_room(&mut ops);
@@ -163,14 +191,20 @@ impl OpQueue {
     /// The caller's operation finished: give the queue back, or hand what queued up behind
     /// it to the reactor (their callbacks must run there, and no edge may come to wake them).
     #[inline]
-    fn release_after_caller(&self, socket: &Arc<Socket>) {
+    pub(crate) fn release_after_caller(&self, socket: &Arc<Socket>) {
         if self
             .state
             .compare_exchange(BUSY, IDLE, Ordering::Release, Ordering::Relaxed)
-            .is_ok()
+            .is_err()
         {
-            return;
+            self.hand_over_queued(socket);
         }
+    }
+
+    /// Others queued behind the caller (or the queue stopped) while it owned the head.
+    #[cold]
+    #[inline(never)]
+    fn hand_over_queued(&self, socket: &Arc<Socket>) {
         let ops = self.lock();
         if self.state.load(Ordering::Relaxed) == BUSY_QUEUED {
             self.state.store(BUSY, Ordering::Relaxed);

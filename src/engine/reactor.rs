@@ -1,23 +1,35 @@
-//! The reactor: one thread, one epoll instance (through mio, edge-triggered), one registration
-//! per socket for both directions. It resumes queued operations on readiness edges and runs
-//! every completion callback. Other threads talk to it through a channel plus a waker:
-//! aborted operations to deliver, queues handed over, registrations to release.
+//! A reactor: one thread, one epoll instance (through mio, edge-triggered), one registration
+//! per socket for both directions. It resumes queued operations on readiness edges and
+//! delivers every completion of its sockets: it runs the callback itself (Inline dispatch) or
+//! hands it to the runtime's worker pool (Pool dispatch). Other threads talk to it through a
+//! channel plus a waker: aborted operations to deliver, queues handed over, registrations to
+//! release, and at the end a stop.
 //!
 //! A registration's token is the socket's address. The registration holds a strong
 //! reference, given back only by a Release message, which is handled after the batch of
 //! events it may race with, so an event never names a freed socket.
+//!
+//! Shutdown (see `runtime.rs`) must deliver every completion exactly once before the thread
+//! exits, so the reactor keeps the set of sockets registered with it (to close them all), and
+//! a gate: a close holds it open (shared) from the moment it claims the descriptor until its
+//! Abort and Release messages are posted, and shutdown closes it (exclusive) before posting
+//! Stop. Every message of every close is therefore ahead of Stop in the channel.
 
+use std::collections::HashSet;
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::args::Args;
 use super::op::Pending;
 use super::queue::Direction;
+use super::runtime::{self, PoolMessage};
 use super::socket::Socket;
 
 const WAKER: Token = Token(0);
@@ -26,81 +38,163 @@ enum Message {
     Abort(Vec<Pending>),
     Process(Arc<Socket>, Direction),
     Release(usize),
+    Stop,
+}
+
+/// The sockets registered here, by address (each holds the registration's strong reference),
+/// and whether new registrations are still taken.
+struct Registered {
+    sockets: HashSet<usize>,
+    open: bool,
 }
 
 pub struct Reactor {
     registry: mio::Registry,
     waker: Waker,
     tx: Sender<Message>,
+    /// Where completions go under Pool dispatch; None runs them on this reactor's thread.
+    pool: Option<Sender<PoolMessage>>,
+    registered: Mutex<Registered>,
+    /// True while the reactor runs; see the module comment.
+    gate: RwLock<bool>,
 }
 
-static CURRENT: Mutex<Option<Arc<Reactor>>> = Mutex::new(None);
-
-/// The running reactor, started on first use.
-pub fn current() -> io::Result<Arc<Reactor>> {
-    let mut current = CURRENT.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(reactor) = &*current {
-        return Ok(Arc::clone(reactor));
-    }
-    let reactor = Reactor::start()?;
-    *current = Some(Arc::clone(&reactor));
-    Ok(reactor)
-}
+/// Held by a close while it claims the descriptor and posts its messages.
+pub struct CloseGuard<'a>(#[allow(dead_code)] RwLockReadGuard<'a, bool>);
 
 impl Reactor {
-    fn start() -> io::Result<Arc<Reactor>> {
+    /// Starts a reactor thread; `pool` receives completions under Pool dispatch.
+    pub fn start(
+        name: String,
+        pool: Option<Sender<PoolMessage>>,
+    ) -> io::Result<(Arc<Reactor>, JoinHandle<()>)> {
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let (tx, rx) = crossbeam_channel::unbounded();
-        std::thread::Builder::new()
-            .name("sockasync-reactor".into())
-            .spawn(move || run(poll, rx))?;
-        Ok(Arc::new(Reactor {
+        let reactor = Arc::new(Reactor {
             registry,
             waker,
             tx,
-        }))
+            pool,
+            registered: Mutex::new(Registered {
+                sockets: HashSet::new(),
+                open: true,
+            }),
+            gate: RwLock::new(true),
+        });
+        // Allocated here rather than on the new thread, so that once `start` returns the
+        // reactor allocates nothing until it has work.
+        let events = Events::with_capacity(1024);
+        let thread = {
+            let reactor = Arc::clone(&reactor);
+            runtime::spawn(name, move || run(&reactor, poll, events, rx))?
+        };
+        Ok((reactor, thread))
+    }
+
+    fn registered(&self) -> MutexGuard<'_, Registered> {
+        self.registered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Registers the socket for read and write edges; the registration keeps it alive until
-    /// `release`.
+    /// `deregister`. Refused with ECANCELED once the runtime is shutting down.
     pub fn register(&self, socket: &Arc<Socket>, fd: RawFd) -> io::Result<()> {
-        let token = Token(Arc::as_ptr(socket) as usize);
+        let address = Arc::as_ptr(socket) as usize;
+        let mut registered = self.registered();
+        if !registered.open {
+            return Err(io::Error::from_raw_os_error(libc::ECANCELED));
+        }
         self.registry.register(
             &mut SourceFd(&fd),
-            token,
+            Token(address),
             Interest::READABLE | Interest::WRITABLE,
         )?;
         // The registration's own reference; `Message::Release` gives it back.
         std::mem::forget(Arc::clone(socket));
+        registered.sockets.insert(address);
         Ok(())
     }
 
+    /// Holds the gate open for a close (see the module comment): its messages are then
+    /// certain to reach the reactor before it stops.
+    pub fn hold_for_close(&self) -> CloseGuard<'_> {
+        CloseGuard(self.gate.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
     /// Stops edges for the socket and gives back the registration's reference once the
-    /// reactor is past any event that may still name it. Called once, by the closer, while
-    /// the descriptor is still open.
-    pub fn deregister(&self, socket: &Socket, fd: RawFd) {
+    /// reactor is past any event that may still name it. Called once, by the closer (holding
+    /// the gate), while the descriptor is still open.
+    pub fn deregister(&self, _closing: &CloseGuard<'_>, socket: &Socket, fd: RawFd) {
         // Closing the descriptor would remove it as well; deregistering first keeps the
         // order explicit. A failure leaves nothing to undo.
         let _ = self.registry.deregister(&mut SourceFd(&fd));
-        self.post(Message::Release(socket as *const Socket as usize));
+        self.send(Message::Release(socket as *const Socket as usize));
     }
 
     /// Delivers OperationAborted to operations taken out of a closed socket's queues.
-    pub fn abort(&self, ops: Vec<Pending>) {
+    pub fn abort(&self, _closing: &CloseGuard<'_>, ops: Vec<Pending>) {
         if !ops.is_empty() {
-            self.post(Message::Abort(ops));
+            self.send(Message::Abort(ops));
         }
     }
 
-    /// Hands a queue (already marked busy) to the reactor to run.
+    /// Hands a queue (already marked busy) to the reactor to run. Once the reactor has
+    /// stopped the socket is closed, its queue stopped and its operations aborted, so there
+    /// is nothing left to run and the message is dropped.
     pub fn process(&self, socket: Arc<Socket>, direction: Direction) {
-        self.post(Message::Process(socket, direction));
+        let running = self.gate.read().unwrap_or_else(PoisonError::into_inner);
+        if *running {
+            self.send(Message::Process(socket, direction));
+        }
     }
 
-    fn post(&self, message: Message) {
-        // The receiver lives as long as the reactor thread, which never exits on its own.
+    /// Delivers a completion whose results are in the args: the callback runs here (Inline)
+    /// or on the worker pool.
+    pub fn deliver(&self, socket: &Arc<Socket>, args: Arc<Args>) {
+        let Some(pool) = &self.pool else {
+            return args.notify(socket);
+        };
+        // The pool outlives every reactor (shutdown stops it after joining them), so a failed
+        // send would be a bug; the callback then runs here rather than never.
+        if let Err(unsent) = pool.send(PoolMessage::Run(Arc::clone(socket), args)) {
+            if let PoolMessage::Run(socket, args) = unsent.into_inner() {
+                args.notify(&socket);
+            }
+        }
+    }
+
+    /// The sockets registered now, each with a strong reference of its own, and no new
+    /// registrations from here on (shutdown).
+    pub fn close_registrations(&self) -> Vec<Arc<Socket>> {
+        let mut registered = self.registered();
+        registered.open = false;
+        registered
+            .sockets
+            .iter()
+            .map(|&address| {
+                // SAFETY: an address in the set is a Socket whose registration reference is
+                // live: it is removed from the set (under this lock) before Release gives
+                // that reference back, so the count is at least one while we add ours.
+                unsafe {
+                    Arc::increment_strong_count(address as *const Socket);
+                    Arc::from_raw(address as *const Socket)
+                }
+            })
+            .collect()
+    }
+
+    /// Waits for closes in progress to post their messages, then tells the thread to stop
+    /// after handling everything ahead of this message.
+    pub fn stop(&self) {
+        *self.gate.write().unwrap_or_else(PoisonError::into_inner) = false;
+        self.send(Message::Stop);
+    }
+
+    fn send(&self, message: Message) {
+        // The receiver lives until the thread handles Stop, which is posted last.
         let _ = self.tx.send(message);
         let _ = self.waker.wake();
     }
@@ -109,14 +203,14 @@ impl Reactor {
 /// A bug in one socket's handling must not take every other socket's completions with it:
 /// in release builds the reactor thread catches the panic and goes on; debug builds abort,
 /// so a test cannot pass over it.
-fn survive(work: impl FnOnce()) {
+pub(crate) fn survive(work: impl FnOnce()) {
     if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
         let what = panic
             .downcast_ref::<&str>()
             .copied()
             .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
             .unwrap_or("unknown panic");
-        eprintln!("sockasync: internal error on the reactor thread (please report): {what}");
+        eprintln!("sockasync: internal error on a runtime thread (please report): {what}");
         if cfg!(debug_assertions) {
             // Debug builds are for finding such bugs: fail loudly (the tests run these).
             std::process::abort();
@@ -124,9 +218,9 @@ fn survive(work: impl FnOnce()) {
     }
 }
 
-fn run(mut poll: Poll, rx: Receiver<Message>) {
-    let mut events = Events::with_capacity(1024);
-    loop {
+fn run(reactor: &Reactor, mut poll: Poll, mut events: Events, rx: Receiver<Message>) {
+    let mut stopping = false;
+    while !stopping {
         if let Err(err) = poll.poll(&mut events, None) {
             if err.kind() != io::ErrorKind::Interrupted {
                 // Not expected from epoll_wait with valid arguments; back off rather than spin.
@@ -159,11 +253,14 @@ fn run(mut poll: Poll, rx: Receiver<Message>) {
             survive(|| match message {
                 Message::Abort(ops) => ops.into_iter().for_each(Pending::abort),
                 Message::Process(socket, direction) => socket.queue(direction).process(&socket),
-                // SAFETY: the address came from `register`, whose leaked strong reference is
-                // given back here exactly once (the closer sends Release once).
-                Message::Release(address) => unsafe {
-                    Arc::decrement_strong_count(address as *const Socket)
-                },
+                Message::Release(address) => {
+                    reactor.registered().sockets.remove(&address);
+                    // SAFETY: the address came from `register`, whose leaked strong reference
+                    // is given back here exactly once (the closer sends Release once), after
+                    // it left the set that `close_registrations` reads.
+                    unsafe { Arc::decrement_strong_count(address as *const Socket) }
+                }
+                Message::Stop => stopping = true,
             });
         }
     }

@@ -9,9 +9,10 @@ use std::time::Duration;
 use super::args::{Args, Shape, Snapshot};
 use super::endpoint::Family;
 use super::fd::Fd;
-use super::op::{Connect, ConnectPhase, Kind, Transfer};
+use super::op::{self, Attempt, Connect, ConnectPhase, Finished, Kind, Pending, Transfer};
 use super::queue::{Direction, OpQueue};
-use super::reactor::{self, Reactor};
+use super::reactor::Reactor;
+use super::runtime;
 use super::sys;
 use crate::error::{AsyncOperation, Reject, SocketError, Status};
 
@@ -121,15 +122,20 @@ impl Socket {
         };
         let fd =
             sys::socket(family.domain(), ty, protocol).map_err(|e| errno_reject(e, "socket"))?;
-        let reactor = match reactor::current() {
-            Ok(reactor) => reactor,
-            Err(err) => {
+        let reactor = match runtime::current() {
+            Ok(runtime) => runtime.pick(),
+            Err(reject) => {
                 sys::close(fd);
-                return Err(Reject::io(&err, "starting the reactor"));
+                return Err(reject);
             }
         };
-        Socket::registered(fd, family, stream, FRESH, reactor)
-            .map_err(|e| Reject::socket(e, "registering the socket"))
+        Socket::registered(fd, family, stream, FRESH, reactor).map_err(|e| match e {
+            SocketError::OperationAborted => Reject::new(
+                Status::InvalidOperation,
+                "sock_runtime_shutdown ran while the socket was being created",
+            ),
+            e => Reject::socket(e, "registering the socket"),
+        })
     }
 
     /// Wraps an open descriptor (closing it if registration fails).
@@ -160,15 +166,18 @@ impl Socket {
         Ok(socket)
     }
 
-    /// A connection just accepted on this listening socket.
+    /// A connection just accepted on this listening socket, on the next reactor (so accepted
+    /// connections spread over the reactor threads). During a shutdown it is refused with
+    /// OperationAborted.
     pub(crate) fn adopt_accepted(&self, fd: i32) -> Result<Arc<Socket>, SocketError> {
-        Socket::registered(
-            fd,
-            self.family,
-            self.stream,
-            CONNECTED,
-            Arc::clone(&self.reactor),
-        )
+        let reactor = match runtime::current() {
+            Ok(runtime) => runtime.pick(),
+            Err(_) => {
+                sys::close(fd);
+                return Err(SocketError::OperationAborted);
+            }
+        };
+        Socket::registered(fd, self.family, self.stream, CONNECTED, reactor)
     }
 
     pub(crate) fn fd(&self) -> &Fd {
@@ -354,17 +363,38 @@ impl Socket {
     /// thread; if there were any, the close resets the connection unless sending was shut
     /// down first. Idempotent.
     pub fn close(&self) {
+        self.close_aborting(Vec::new());
+    }
+
+    /// A runtime shutdown's first step, for every socket before any is closed: stops both
+    /// queues so that no readiness edge can finish what is waiting (closing one end of a
+    /// connection would otherwise complete the other end's receive with end of stream), and
+    /// returns the waiting operations for `close_aborting`.
+    pub(crate) fn stop_queues(&self) -> Vec<Pending> {
+        let mut stopped = self.read.stop();
+        stopped.extend(self.write.stop());
+        stopped
+    }
+
+    /// Closes the socket, aborting `taken` (operations `stop_queues` took out) together with
+    /// whatever is still queued.
+    pub(crate) fn close_aborting(&self, taken: Vec<Pending>) {
+        // Held from claiming the descriptor until the messages are posted, so a runtime
+        // shutdown cannot stop the reactor in between (see reactor.rs).
+        let closing = self.reactor.hold_for_close();
+        let mut aborted = taken;
         let Some(fd) = self.fd.close() else {
+            // Someone else closed it after the operations were taken: they are ours to end.
+            self.reactor.abort(&closing, aborted);
             return;
         };
-        let mut aborted = self.read.stop();
-        aborted.extend(self.write.stop());
+        aborted.extend(self.stop_queues());
         if !aborted.is_empty() && self.stream && !self.send_shutdown.load(Ordering::Relaxed) {
             // Abortive: the peer must not mistake an abandoned transfer for a clean end.
             let _ = sys::with_sock(fd.raw(), |s| s.set_linger(Some(Duration::ZERO)));
         }
-        self.reactor.deregister(self, fd.raw());
-        self.reactor.abort(aborted);
+        self.reactor.deregister(&closing, self, fd.raw());
+        self.reactor.abort(&closing, aborted);
         // The descriptor closes when the last user (possibly this guard) lets go.
         drop(fd);
     }
@@ -469,9 +499,46 @@ impl Socket {
         started
     }
 
+    /// A send. The common case (a connected stream socket, one buffer, nobody else using the
+    /// send queue) is one straight line: the descriptor's use guard, the args and queue
+    /// claims, one `sendto`, and the claims given back. Anything else, and a send the
+    /// kernel takes only in part or not at all, goes through the queue machinery as before.
+    #[inline]
     pub fn send_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
-        self.check_open()?;
-        let payload = args.begin_io()?;
+        // The use guard doubles as the disposal check, so .NET's order holds: Disposed
+        // first, then the args' own rejections.
+        let fd = self.fd.acquire().ok_or_else(Reject::disposed)?;
+        let buf = match args.begin_io_single()? {
+            Some(buf) if buf.len > 0 && self.stream && self.was_connected() => buf,
+            _ => {
+                drop(fd);
+                return self.send_queued(args);
+            }
+        };
+        let Some(observed) = self.write.try_claim() else {
+            drop(fd);
+            return self.send_queued(args);
+        };
+        args.started(AsyncOperation::Send);
+        let sent = sys::send(fd.raw(), buf);
+        drop(fd);
+        let (done, errno) = match sent {
+            Ok(n) if n == buf.len => {
+                self.write.release_after_caller(self);
+                args.finish(n, SocketError::Success, None);
+                return Ok(false);
+            }
+            Ok(n) => (n, 0),
+            Err(errno) => (0, errno),
+        };
+        Ok(self.send_settle(args, done, errno, observed))
+    }
+
+    /// Every send the fast path does not take: buffer lists, datagrams, empty sends, sockets
+    /// not (yet) connected, and a send queue someone else owns, which it must queue behind.
+    #[inline(never)]
+    fn send_queued(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
+        let payload = args.claimed_payload();
         if self.never_connected() {
             return Ok(self.finish_now(args, AsyncOperation::Send, SocketError::NotConnected));
         }
@@ -479,13 +546,63 @@ impl Socket {
             .start(self, args, Kind::Send(Transfer::new(payload)))
     }
 
+    /// The fast path's send did not finish at once: `done` bytes went out, then the kernel
+    /// said `errno` (0: it took only part). The queue machinery takes it from there.
+    #[cold]
+    #[inline(never)]
+    fn send_settle(
+        self: &Arc<Self>,
+        args: &Arc<Args>,
+        done: usize,
+        errno: i32,
+        observed: u64,
+    ) -> bool {
+        let mut transfer = Transfer::new(args.claimed_payload());
+        transfer.advance_single(done);
+        let attempt = match errno {
+            0 => {
+                let mut kind = Kind::Send(transfer);
+                let attempt = kind.attempt(self);
+                return self.write.settle_owned(self, args, kind, observed, attempt);
+            }
+            libc::EAGAIN => Attempt::WouldBlock,
+            errno => Attempt::Done(Finished::failed(0, SocketError::from_errno(errno))),
+        };
+        self.write
+            .settle_owned(self, args, Kind::Send(transfer), observed, attempt)
+    }
+
+    /// A receive: with the receive queue idle, the first attempt is made straight away, as
+    /// for sends; the queue machinery is joined only if the kernel has nothing yet.
+    #[inline]
     pub fn receive_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
-        self.check_open()?;
+        let fd = self.fd.acquire().ok_or_else(Reject::disposed)?;
         let payload = args.begin_io()?;
         if self.never_connected() {
+            drop(fd);
             return Ok(self.finish_now(args, AsyncOperation::Receive, SocketError::NotConnected));
         }
-        self.read.start(self, args, Kind::Receive(payload))
+        let Some(observed) = self.read.try_claim() else {
+            drop(fd);
+            return self.read.start(self, args, Kind::Receive(payload));
+        };
+        args.started(AsyncOperation::Receive);
+        let attempt = op::receive(fd.raw(), &payload);
+        drop(fd);
+        match attempt {
+            Attempt::Done(finished) => {
+                self.read.release_after_caller(self);
+                args.finish(finished.bytes, finished.error, None);
+                Ok(false)
+            }
+            Attempt::WouldBlock => Ok(self.read.settle_owned(
+                self,
+                args,
+                Kind::Receive(payload),
+                observed,
+                Attempt::WouldBlock,
+            )),
+        }
     }
 
     pub fn disconnect_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {

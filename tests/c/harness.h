@@ -88,8 +88,11 @@ static inline void h_fail(const char *file, int line, const char *what)
         }                                                                      \
     } while (0)
 
+/* Ends a test program: stops the runtime (joining its threads, so memory checkers see
+ * everything the library allocated given back), then prints the totals. */
 static inline int h_finish(const char *suite)
 {
+    sock_runtime_shutdown();
     printf("%s: %d passed, %d failed\n", suite, h_passed, h_failed);
     return h_failed ? 1 : 0;
 }

@@ -1610,7 +1610,11 @@ static void test_pending_callback_runs_once_on_the_reactor(void)
     CHECK_EQ(xs.w.error, SOCK_SOCKET_ERROR_SUCCESS);
     CHECK_EQ(xs.w.operation, SOCK_ASYNC_OPERATION_SEND);
     CHECK(!pthread_equal(xs.w.thread, pthread_self()));
-    CHECK(pthread_equal(xs.w.thread, x.w.thread)); /* one reactor thread */
+    /* One socket is served by one reactor thread; under Pool dispatch (the suite's second
+     * run, see scripts/test.sh) any worker may run its callbacks. */
+    const char *dispatch = getenv("SOCKASYNC_DISPATCH");
+    if (!dispatch || strcmp(dispatch, "pool") != 0)
+        CHECK(pthread_equal(xs.w.thread, x.w.thread));
     free(data);
     free(back);
 
