@@ -679,7 +679,7 @@ static void sa_on_accept(sock *s, sock_args *e, void *token)
 static void sa_configure(uint32_t reactor_threads)
 {
 #ifdef HAVE_SOCK_RUNTIME_CONFIGURE
-    if (!sock_runtime_configure(reactor_threads, 0))
+    if (!sock_runtime_configure(reactor_threads, SOCK_DISPATCH_INLINE))
         DIE_SOCK("sock_runtime_configure");
 #else
     char v[16];
