@@ -8,7 +8,10 @@
  * stderr: echoes, the server's sends (one per message received), how many of them went
  * pending (sa: sock_send_async returned true; epoll: send(2) hit EAGAIN before the whole
  * message was out; uv: uv_write left bytes queued) and that as a percentage, RSS before and
- * after, and the number of threads in the server process. REACTOR_THREADS (sa only,
+ * after, the number of threads in the server process, and the CPU time (user + system)
+ * of the server and of the client over the timed window, as a percentage of one CPU, and
+ * the server's per completed echo (a client at ~100% is the limit, not the server).
+ * REACTOR_THREADS (sa only,
  * default 1) is handed to the library before its first use: sock_runtime_configure if the
  * header has it (HAVE_SOCK_RUNTIME_CONFIGURE, set by the Makefile), else the environment
  * variable SOCKASYNC_REACTOR_THREADS; "threads=" shows what the library started.
@@ -165,8 +168,31 @@ static size_t msg_off(uint64_t c, uint32_t k)
     return (size_t)((c * 31u + k) % PERIOD);
 }
 
+/* CPU time (user + system, all threads) a process has used so far, in clock ticks. */
+static uint64_t cpu_ticks(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        DIE_ERRNO("open /proc/PID/stat");
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    /* Fields 14 and 15 (utime, stime) follow the command name, which ends with ')'. */
+    char *p = strrchr(buf, ')');
+    unsigned long long utime, stime;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
+                     &stime) != 2)
+        DIE("cannot parse %s", path);
+    return utime + stime;
+}
+
+/* The client measures both processes' CPU over the timed window, so the server's figure
+ * covers the same interval as its echoes (and says whether the client was the limit). */
 typedef struct {
     uint64_t echoes, elapsed_ns;
+    uint64_t server_cpu_ticks, client_cpu_ticks;
 } client_result;
 
 /* Moves one connection as far as it goes without blocking; counts finished echoes. */
@@ -253,6 +279,9 @@ static void client_main(int port_rd, int res_wr, double seconds)
         _exit(1);
 
     uint64_t echoes = 0, active = nconn;
+    pid_t server = getppid();
+    uint64_t server_cpu0 = cpu_ticks(server), client_cpu0 = cpu_ticks(getpid());
+    uint64_t server_cpu = 0, client_cpu = 0;
     uint64_t start = now_ns(), end = start + (uint64_t)(seconds * 1e9);
     bool running = true;
     for (uint64_t i = 0; i < nconn; i++)
@@ -271,6 +300,8 @@ static void client_main(int port_rd, int res_wr, double seconds)
         if (running && t >= end) {
             running = false;
             elapsed = t - start;
+            server_cpu = cpu_ticks(server) - server_cpu0;
+            client_cpu = cpu_ticks(getpid()) - client_cpu0;
             drain_deadline = t + 10000000000ull;
             /* A connection between messages would never get another event. */
             for (uint64_t i = 0; i < nconn; i++) {
@@ -285,7 +316,7 @@ static void client_main(int port_rd, int res_wr, double seconds)
                 "their echo 10 s after the run ended (e.g. connection %" PRIu64 ")",
                 active, (uint64_t)0);
     }
-    client_result r = {echoes, elapsed};
+    client_result r = {echoes, elapsed, server_cpu, client_cpu};
     write_all(res_wr, &r, sizeof r);
     for (uint64_t i = 0; i < nconn; i++)
         close(cs[i].fd);
@@ -785,13 +816,18 @@ int main(int argc, char **argv)
         DIE("no echo completed");
     double rate = (double)r.echoes / ((double)r.elapsed_ns / 1e9);
     uint64_t sends = atomic_load(&server_sends), pending = atomic_load(&server_waits);
+    double tick_ns = 1e9 / (double)sysconf(_SC_CLK_TCK);
+    double server_cpu_ns = (double)r.server_cpu_ticks * tick_ns;
     fprintf(stderr,
             "stats: connections=%" PRIu64 " echoes=%" PRIu64 " elapsed_ns=%" PRIu64
             " sends=%" PRIu64 " pending=%" PRIu64 " pending_pct=%.1f rss_before_kb=%ld"
-            " rss_after_kb=%ld rss_per_conn=%.0f reactor_threads=%" PRIu64 " threads=%ld\n",
+            " rss_after_kb=%ld rss_per_conn=%.0f reactor_threads=%" PRIu64 " threads=%ld"
+            " server_cpu_pct=%.0f client_cpu_pct=%.0f server_cpu_us_per_echo=%.1f\n",
             nconn, r.echoes, r.elapsed_ns, sends, pending,
             sends ? 100.0 * (double)pending / (double)sends : 0.0, before, after, per_conn,
-            reactor_threads, threads);
+            reactor_threads, threads, 100.0 * server_cpu_ns / (double)r.elapsed_ns,
+            100.0 * (double)r.client_cpu_ticks * tick_ns / (double)r.elapsed_ns,
+            server_cpu_ns / 1e3 / (double)r.echoes);
     printf("%.0f %.0f\n", rate, per_conn < 0 ? 0.0 : per_conn);
     fflush(stdout);
     _exit(0);

@@ -269,6 +269,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
     t=$(stat_of threads "$LOGS/fanout-$m-r$r.err")
     EXTRA[fan.$m]+="${p:-FAIL} "
     EXTRA[fanthreads.$m]+="${t:-FAIL} "
+    c=$(stat_of server_cpu_us_per_echo "$LOGS/fanout-$m-r$r.err")
+    VALUES[fancpu.$m]+="${c:-FAIL} "
+    EXTRA[fanclient.$m]+="$(stat_of client_cpu_pct "$LOGS/fanout-$m-r$r.err") "
     line+=" $m ${v/ / echoes\/s, } B/conn ${p:-?}% pending;"
   done
   log "$line"
@@ -372,11 +375,19 @@ fan_pending=$(pct_spread ${EXTRA[fan.sa]})
 fan_pending_raw=$(pct_spread ${EXTRA[fan.raw]})
 fan_pending_uv=$(pct_spread ${EXTRA[fan.uv]})
 fan_threads=$(median ${EXTRA[fanthreads.sa]})
+# fan_cpu MECH: "server us per echo (client N%)".
+fan_cpu() {
+  local c
+  c=$(fmt %.1f "$(median ${VALUES[fancpu.$1]:-FAIL})")
+  echo "$c (client $(fmt %.0f "$(median ${EXTRA[fanclient.$1]:-FAIL})")%)"
+}
 # The 2-thread row, or why there is none.
 if [ -n "${VALUES[fan.sa2]:-}" ]; then
   fan2_pending=$(pct_spread ${EXTRA[fan.sa2]})
   fan2_threads=$(median ${EXTRA[fanthreads.sa2]})
   fan2_mem=$(fmt %.0f "$(median ${VALUES[fanmem.sa2]})")
+  fan2_cpu="$(fan_cpu sa2), / raw $(ratio fancpu raw sa2), / libuv $(ratio fancpu uv sa2)"
+
   fan2_note="server process threads: $fan2_threads (1 reactor thread: $fan_threads)"
   if [ "$(check "b + 0 > 0 && b <= a" -v a="$fan_threads" -v b="$fan2_threads")" = yes ]; then
     fan2_note+="; the library did not start a second reactor thread"
@@ -385,6 +396,7 @@ if [ -n "${VALUES[fan.sa2]:-}" ]; then
 else
   fan2_pending="not run"
   fan2_mem="not run"
+  fan2_cpu="not run"
   fan2_row="| 4. fan-out, sockasync with 2 reactor threads | completed echoes/s (higher is better) | | | | not run: include/sockasync.h has no sock_runtime_configure yet | | | | >= 1.2x libuv completions/s with 2 reactor threads | not run |"
 fi
 
@@ -416,6 +428,7 @@ the machine makes absolute numbers noisy; the paired ratios are what to read).
 | 4. fan-out: $(thousands "$FAN_CONNS") connections, 16 KiB echoes for $FAN_SECONDS s, server SO_SNDBUF 4 KiB, client SO_RCVBUF 4 KiB; raw = hand-written edge-triggered epoll server; client a separate epoll process; sockasync with 1 reactor thread (server process threads: $fan_threads) | completed echoes/s (higher is better) | $(fmt %.0f "$(median ${VALUES[fan.raw]})") | $(fmt %.0f "$(median ${VALUES[fan.uv]})") | | $(fmt %.0f "$(median ${VALUES[fan.sa]})") | $(ratio fan raw) | $(ratio fan uv) | | (the target is for 2 reactor threads, next row) | |
 $fan2_row
 | 4. fan-out | server sends that went pending (sockasync: sock_send_async returned true; epoll: EAGAIN before the whole message was out; libuv: uv_write left bytes queued), % of sends: median (min-max) | $fan_pending_raw | $fan_pending_uv | | $fan_pending (2 reactor threads: $fan2_pending) | | | | most sends pending | |
+| 4. fan-out | server CPU (user + system, all threads) per completed echo, us (lower is better); in parentheses the client process's CPU, % of one CPU (near 100%: the client is the limit) | $(fan_cpu raw) | $(fan_cpu uv) | | $(fan_cpu sa) (2 reactor threads: $fan2_cpu) | $(ratio fancpu raw) | $(ratio fancpu uv) | | | |
 | 4. fan-out | server RSS bytes per idle connection (lower is better; sockasync's includes the bench's own 48-B per-connection struct) | $(fmt %.0f "$(median ${VALUES[fanmem.raw]})") | $(fmt %.0f "$(median ${VALUES[fanmem.uv]})") | | $(fmt %.0f "$(median ${VALUES[fanmem.sa]})") (2 reactor threads: $fan2_mem) | $(ratio fanmem raw) | $(ratio fanmem uv) | | <= 256 B library memory per idle connection (RSS less the 48-B struct: $sa_lib_mem B) | $ok_fanmem |
 
 How each was run (programs in benches/, built by benches/Makefile with -O2):
@@ -456,7 +469,9 @@ How each was run (programs in benches/, built by benches/Makefile with -O2):
   a forked process (a plain edge-triggered epoll loop, the same for every mechanism) that
   connects $(thousands "$FAN_CONNS") sockets, then keeps one 16 KiB message in flight per connection and
   checks every echoed byte; echoes/s = echoes completed in $FAN_SECONDS s / elapsed (messages in
-  flight at the end must still come back within 10 s, else the run fails). SO_SNDBUF 4 KiB
+  flight at the end must still come back within 10 s, else the run fails). CPU: the client
+  reads both processes' utime + stime (/proc/PID/stat) at the start and the end of the
+  timed window. SO_SNDBUF 4 KiB
   on the server's listener (before accept, so every accepted socket has it) and SO_RCVBUF
   4 KiB on every client socket, the server's receive buffer left at the default: a message
   arrives in one receive and its echo cannot go out at once, so nearly every server send
