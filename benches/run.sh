@@ -21,7 +21,8 @@
 # ratio of sockasync's median to the other's, with the median and range of the per-round
 # ratios. The table goes to stdout and to build/benches/results.md; progress and logs go to
 # stderr and build/benches/logs/. Exit status is non-zero if any run failed its own checks.
-# The default run takes about 4-5 minutes on a 2-core machine, --quick about 1.
+# The default run takes about 3 minutes on a 2-core machine (the first tokio build adds
+# some 10 s), --quick under 1.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -352,25 +353,20 @@ else
 fi
 ok_p50=$(a=$(rom p50 raw); b=$(rom p50 uv); c=$(rom p50 tokio); { [ "$a" = FAIL ] || [ "$b" = FAIL ] || [ "$c" = FAIL ]; } && echo FAIL || check "a <= 1.05 && b < 1.0 && c < 1.0" -v a="$a" -v b="$b" -v c="$c")
 
-# spread VALUES...: "median (min-max)", or FAIL.
+# spread VALUES...: "median (min-max)", or FAIL. SPREAD_FORMAT (a printf format for the
+# median, default %.0f) may precede the call.
 spread() {
   local m
   m=$(median "$@")
   if [ "$m" = FAIL ]; then echo FAIL; return; fi
-  printf '%s\n' "$@" | sort -g | awk -v m="$m" '{ v[NR] = $1 } END { printf "%.0f (%s-%s)", m, v[1], v[NR] }'
+  printf '%s\n' "$@" | sort -g | awk -v m="$m" -v f="${SPREAD_FORMAT:-%.0f}" '{ v[NR] = $1 } END { printf f " (%s-%s)", m, v[1], v[NR] }'
 }
+pct_spread() { SPREAD_FORMAT=%.1f%% spread "$@"; } # "median% (min-max)"
 small_pending=$(spread ${EXTRA[small.sa]})
 small_eagain_raw=$(spread ${EXTRA[small.raw]})
 small_eagain_uv=$(spread ${EXTRA[small.uv]})
 small_eagain_tokio=$(spread ${EXTRA[small.tokio]})
 stream_pending=$(spread ${EXTRA[stream.sa]})
-# pct_spread VALUES...: "median% (min-max)", or FAIL.
-pct_spread() {
-  local m
-  m=$(median "$@")
-  if [ "$m" = FAIL ]; then echo FAIL; return; fi
-  printf '%s\n' "$@" | sort -g | awk -v m="$m" '{ v[NR] = $1 } END { printf "%.1f%% (%s-%s)", m, v[1], v[NR] }'
-}
 fan_pending=$(pct_spread ${EXTRA[fan.sa]})
 fan_pending_raw=$(pct_spread ${EXTRA[fan.raw]})
 fan_pending_uv=$(pct_spread ${EXTRA[fan.uv]})
