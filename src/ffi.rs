@@ -193,7 +193,8 @@ pub(crate) fn c_str<'a>(ptr: *const c_char, what: &str) -> Result<&'a [u8], Reje
 }
 
 /// Writes `text` and a NUL into `out` if both fit in `cap` bytes; returns the text's length.
-pub(crate) fn write_c_str(text: &str, out: *mut c_char, cap: usize) -> Result<usize, Reject> {
+/// Text is bytes, since Unix socket paths need not be UTF-8.
+pub(crate) fn write_c_bytes(text: &[u8], out: *mut c_char, cap: usize) -> Result<usize, Reject> {
     if out.is_null() {
         return Err(Reject::null("out"));
     }
@@ -204,7 +205,7 @@ pub(crate) fn write_c_str(text: &str, out: *mut c_char, cap: usize) -> Result<us
         )));
     }
     // SAFETY: `out` is writable for `cap` bytes (caller contract) and needed <= cap; the
-    // source is a Rust string, so the ranges do not overlap.
+    // source is memory of our own, so the ranges do not overlap.
     unsafe {
         std::ptr::copy_nonoverlapping(text.as_ptr(), out as *mut u8, text.len());
         *out.add(text.len()) = 0;
@@ -220,6 +221,13 @@ pub(crate) fn write_out<T>(out: *mut T, value: T) -> Result<(), Reject> {
     // SAFETY: `out` is non-null and points at a writable T (caller contract).
     unsafe { out.write(value) };
     Ok(())
+}
+
+/// Stores `value` in slot `index` of a caller's array; the caller of this function has
+/// checked `out` is non-null and `index` is below the array's length the C caller gave.
+pub(crate) fn write_slot<T>(out: *mut T, index: usize, value: T) {
+    // SAFETY: as above: `out` points at an array of at least index + 1 writable T.
+    unsafe { out.add(index).write(value) }
 }
 
 /// A copy of a C array of `count` elements; NULL with a non-zero count is rejected.

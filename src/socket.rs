@@ -18,7 +18,7 @@ use crate::ffi;
 /// Methods: `sock_bind`, `sock_listen`, `sock_local_endpoint`, `sock_remote_endpoint`,
 /// `sock_set_option`, `sock_get_option`, `sock_shutdown`, `sock_close`, `sock_free`,
 /// `sock_accept_async`, `sock_connect_async`, `sock_send_async`, `sock_receive_async`,
-/// `sock_disconnect_async`.
+/// `sock_send_to_async`, `sock_receive_from_async`, `sock_disconnect_async`, `sock_fd`.
 pub struct sock {
     _private: [u8; 0],
 }
@@ -27,13 +27,13 @@ fn socket(s: *const sock) -> Result<std::mem::ManuallyDrop<Arc<Socket>>, Reject>
     ffi::borrow(s as *const Socket, "socket")
 }
 
-/// Creates a socket, with .NET's numbers: `address_family` InterNetwork (2) or
-/// InterNetworkV6 (23); `socket_type` Stream (1) or Dgram (2); `protocol` Tcp (6), Udp (17)
-/// or 0 for the type's default.
+/// Creates a socket, with .NET's numbers: `address_family` InterNetwork (2), InterNetworkV6
+/// (23) or Unix (1); `socket_type` Stream (1) or Dgram (2); `protocol` Tcp (6), Udp (17) or
+/// 0 for the type's default (Unix sockets take 0).
 ///
 /// Returns the new socket, owned by the caller (release it with `sock_free`), or NULL:
-/// unknown numbers are InvalidArgument, Unix (1) is NotSupported, and a refusal by the
-/// system is SocketError (e.g. ProtocolNotSupported for Stream with Udp, TooManyOpenSockets).
+/// unknown numbers are InvalidArgument, and a refusal by the system is SocketError (e.g.
+/// ProtocolNotSupported for Stream with Udp, TooManyOpenSockets).
 /// The runtime starts on the first call (see `sock_runtime_configure`); an environment
 /// variable that does not parse is InvalidArgument, and a call made while
 /// `sock_runtime_shutdown` runs is InvalidOperation.
@@ -45,8 +45,41 @@ pub extern "C" fn sock_create(address_family: i32, socket_type: i32, protocol: i
     })
 }
 
+/// Adopts a socket the host created (e.g. inherited, or from socketpair): stream or datagram,
+/// IPv4, IPv6 or Unix. Its type, family and state (listening, connected, bound) are read from
+/// the kernel, and it is made non-blocking, which the host's descriptor sees too (it is one
+/// open file). With `take_ownership` the descriptor is the library's from a successful call
+/// on (closed by `sock_close`/`sock_free`; the host must not close it); without it the
+/// library works on a duplicate and the host keeps and closes its own.
+///
+/// Returns the new socket, owned by the caller (release with `sock_free`), or NULL with the
+/// host's descriptor untouched (not closed): InvalidArgument (not an open descriptor, or not
+/// a socket), NotSupported (another socket type or family), SocketError. (`fd` is
+/// pointer-sized, like intptr_t, so C# can pass an IntPtr or a SafeHandle's handle.)
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_from_fd(fd: isize, take_ownership: bool) -> *mut sock {
+    ffi::call(std::ptr::null_mut(), || {
+        let fd =
+            i32::try_from(fd).map_err(|_| Reject::invalid(format!("{fd} is not a descriptor")))?;
+        Ok(ffi::into_handle(Socket::adopt(fd, take_ownership)?) as *mut sock)
+    })
+}
+
+/// The socket's descriptor, for the host's own calls (options this library does not wrap,
+/// `poll`). It stays the library's: do not close it, and do not read or write on it while
+/// operations are pending. Returns -1 with Disposed once closed, or with NullArgument.
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_fd(s: *const sock) -> isize {
+    ffi::call(-1, || {
+        let fd = socket(s)?.raw_fd().ok_or_else(Reject::disposed)?;
+        Ok(fd as isize)
+    })
+}
+
 /// Binds the socket to a local endpoint given as text: `"127.0.0.1:8080"`, `"[::1]:0"`
-/// (port 0 picks a free port; read it back with `sock_local_endpoint`).
+/// (port 0 picks a free port; read it back with `sock_local_endpoint`), `"unix:/path"` (the
+/// kernel creates the file; an existing one is AddressAlreadyInUse, and it stays after close:
+/// remove it yourself) or `"unix:@name"` (Linux's abstract namespace, gone with the socket).
 ///
 /// Returns true if bound. False: NullArgument, Disposed, InvalidArgument (text that does not
 /// parse), NotSupported (an endpoint of the other address family), or SocketError (e.g.
@@ -75,37 +108,34 @@ pub extern "C" fn sock_listen(s: *mut sock, backlog: i32) -> bool {
     })
 }
 
-fn write_endpoint(
-    s: *const sock,
-    out: *mut c_char,
-    cap: usize,
-    read: fn(&Socket) -> Result<std::net::SocketAddr, Reject>,
-) -> usize {
+fn write_endpoint(s: *const sock, out: *mut c_char, cap: usize, peer: bool) -> usize {
     ffi::call(0, || {
         let socket = socket(s)?;
         socket.check_open()?;
-        let text = read(&socket)?.to_string();
-        ffi::write_c_str(&text, out, cap)
+        ffi::write_c_bytes(&socket.address(peer)?.to_text(), out, cap)
     })
 }
 
 /// Writes the socket's local endpoint as NUL-terminated text (`"127.0.0.1:5000"`,
-/// `"[::1]:5000"`) into `out`, which holds `cap` bytes.
+/// `"[::1]:5000"`, `"unix:/run/app.sock"`, `"unix:@name"`) into `out`, which holds `cap`
+/// bytes.
 ///
 /// Returns the text's length without the NUL. Returns 0 and writes nothing if it does not
-/// fit (InvalidArgument; 48 bytes always suffice), or on NullArgument, Disposed or
-/// SocketError. An unbound socket reports the kernel's wildcard, e.g. `"0.0.0.0:0"`.
+/// fit (InvalidArgument; 48 bytes always suffice for IP endpoints, 114 for Unix ones), or on
+/// NullArgument, Disposed or SocketError. An unbound IP socket reports the kernel's wildcard,
+/// e.g. `"0.0.0.0:0"`; an unbound Unix socket `"unix:"`.
 #[unsafe(no_mangle)]
 pub extern "C" fn sock_local_endpoint(s: *const sock, out: *mut c_char, cap: usize) -> usize {
-    write_endpoint(s, out, cap, Socket::local_endpoint)
+    write_endpoint(s, out, cap, false)
 }
 
-/// Writes the connected peer's endpoint like `sock_local_endpoint` does.
+/// Writes the connected peer's endpoint like `sock_local_endpoint` does (`"unix:"` for a
+/// Unix peer that never bound a name).
 ///
 /// Returns the text's length, or 0: not connected is SocketError with NotConnected (10057).
 #[unsafe(no_mangle)]
 pub extern "C" fn sock_remote_endpoint(s: *const sock, out: *mut c_char, cap: usize) -> usize {
-    write_endpoint(s, out, cap, Socket::remote_endpoint)
+    write_endpoint(s, out, cap, true)
 }
 
 fn option(code: i32) -> Result<SocketOption, Reject> {
@@ -281,6 +311,35 @@ pub extern "C" fn sock_send_async(s: *mut sock, e: *mut sock_args) -> bool {
 #[unsafe(no_mangle)]
 pub extern "C" fn sock_receive_async(s: *mut sock, e: *mut sock_args) -> bool {
     start(s, e, Socket::receive_async)
+}
+
+/// Sends `e`'s buffer, range or buffer list as one datagram to the endpoint set with
+/// `sock_args_set_remote_endpoint` (which may be changed between sends). A datagram is never
+/// split or cut short: one too large for the socket completes with MessageSize (10040) and 0
+/// bytes, a buffer list of any length included; nothing set is a zero-length datagram.
+/// Bytes transferred is the datagram's size. The first send-to binds an unbound socket.
+///
+/// Returns as `sock_accept_async` does. Rejections: NullArgument, Disposed, InvalidArgument
+/// (no endpoint), NotSupported (a stream socket, or an endpoint of the other family),
+/// InProgress.
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_send_to_async(s: *mut sock, e: *mut sock_args) -> bool {
+    start(s, e, Socket::send_to_async)
+}
+
+/// Receives one datagram into `e`'s buffer, range or buffer list, and writes its sender into
+/// `e` (read it with `sock_args_remote_endpoint`; an IPv4 sender on a dual-mode IPv6 socket
+/// reads as `"[::ffff:127.0.0.1]:port"`, as on .NET). A datagram larger than the buffer fills
+/// it, completes with Success and sets the Truncated flag (the rest is lost); Peek leaves the
+/// datagram queued. Nothing set takes a datagram and keeps none of it (Truncated unless it
+/// was empty). A zero-length datagram completes with 0 bytes.
+///
+/// Returns as `sock_accept_async` does. Rejections: NullArgument, Disposed, NotSupported (a
+/// stream socket), InvalidOperation (the socket is not bound: bind it, or send from it
+/// first), InProgress.
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_receive_from_async(s: *mut sock, e: *mut sock_args) -> bool {
+    start(s, e, Socket::receive_from_async)
 }
 
 /// Shuts the connection down both ways after any sends queued before it: the peer sees end

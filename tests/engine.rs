@@ -42,7 +42,8 @@ fn tcp(v6: bool) -> Arc<Socket> {
 
 fn listener() -> (Arc<Socket>, SocketAddr) {
     let l = tcp(false);
-    l.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    l.bind("127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap())
+        .unwrap();
     l.listen(16).unwrap();
     let addr = l.local_endpoint().unwrap();
     (l, addr)
@@ -141,9 +142,12 @@ fn accept_connect_send_receive_echo() {
 #[test]
 fn ipv6_loopback_works_and_families_do_not_mix() {
     let l = tcp(true);
-    let err = l.bind("127.0.0.1:0".parse().unwrap()).unwrap_err();
+    let err = l
+        .bind("127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap())
+        .unwrap_err();
     assert_eq!(err.status, Status::NotSupported);
-    l.bind("[::1]:0".parse().unwrap()).unwrap();
+    l.bind("[::1]:0".parse::<std::net::SocketAddr>().unwrap())
+        .unwrap();
     l.listen(4).unwrap();
     let addr = l.local_endpoint().unwrap();
     assert!(addr.is_ipv6());

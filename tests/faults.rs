@@ -265,7 +265,8 @@ fn peer_reset_mid_receive_completes_the_receive_once_with_connection_reset() {
 /// Both ends library sockets; the peer sets Linger 0 and closes.
 fn library_peer_reset_mid_receive() {
     let l = tcp();
-    l.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    l.bind("127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap())
+        .unwrap();
     l.listen(4).unwrap();
     let mut acc = Probe::new();
     let accept_pending = acc.start(|a| l.accept_async(a));
@@ -561,7 +562,8 @@ fn close_and_free_racing_operations_never_hang_and_never_complete_twice() {
             }
             Kind::Listening => {
                 let l = tcp();
-                l.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+                l.bind("127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap())
+                    .unwrap();
                 l.listen(1).unwrap();
                 l
             }
@@ -989,7 +991,8 @@ fn fd_exhaustion_child() {
         return;
     }
     let l = tcp();
-    l.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    l.bind("127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap())
+        .unwrap();
     l.listen(8).unwrap();
     let addr: SocketAddr = l.local_endpoint().unwrap();
     // Clients made now, connected later: connecting takes no new descriptor.
@@ -1140,7 +1143,9 @@ fn a_callback_blocking_for_a_second_delays_other_completions_but_loses_none() {
     // will connect to.
     let (tx, rx) = channel::<(usize, Completed, bool)>();
     let listener = tcp();
-    listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    listener
+        .bind("127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap())
+        .unwrap();
     listener.listen(OTHERS as i32).unwrap();
     let listen_addr = listener.local_endpoint().unwrap();
     let big = Arc::new(random_bytes(4 << 20, 5));

@@ -829,7 +829,9 @@ fn echo_round(connections: usize, messages: usize, seed: u64) -> RoundStats {
         stop: AtomicBool::new(false),
     });
     let listener = Socket::create(2, 1, 6).expect("listener");
-    listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    listener
+        .bind("127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap())
+        .unwrap();
     listener.listen(4096).unwrap();
     let addr: SocketAddr = listener.local_endpoint().unwrap();
 
@@ -1148,7 +1150,8 @@ fn library_pair() -> (Arc<Socket>, Arc<Socket>) {
     let (tx, rx) = channel();
     let callbacks = Arc::new(AtomicU64::new(0));
     let l = Socket::create(2, 1, 6).unwrap();
-    l.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    l.bind("127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap())
+        .unwrap();
     l.listen(4).unwrap();
     let accept = args_to(&tx, 0, &callbacks);
     let accept_pending = l.accept_async(&accept).unwrap();

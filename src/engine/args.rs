@@ -8,16 +8,33 @@
 //! that need them take. Results are atomics so a getter racing a completion reads a value,
 //! not torn memory.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use super::cq::CompletionQueue;
+use super::endpoint::Endpoint;
+use super::op::Finished;
 use super::socket::Socket;
 use super::sys::RawBuf;
-use crate::error::{AsyncOperation, Reject, SocketError, Status};
+use crate::error::{AsyncOperation, Reject, SocketFlags, Status};
 
-/// Called once per pending operation, on the reactor thread, after the results are in place.
+/// A closure called once per pending operation, on the reactor thread, after the results
+/// are in place.
 pub type Completion = Box<dyn Fn(&Arc<Socket>, &Arc<Args>) + Send + Sync>;
+
+/// A plain function called like a `Completion`, with a word the args were made with: no
+/// allocation, unlike a boxed closure (the C boundary passes its callback as the word).
+pub type PlainCompletion = fn(&Arc<Socket>, &Arc<Args>, usize);
+
+/// How an args object calls back: two words either way. A closure is boxed once more so its
+/// variant is one thin pointer, which leaves room for the enum's tag in the function
+/// pointer's niche; only Rust callers use it.
+enum Notify {
+    Plain(PlainCompletion, usize),
+    Closure(Box<Completion>),
+    /// Posted to a completion queue instead of calling anything.
+    Queue(Arc<CompletionQueue>),
+}
 
 const IDLE: u8 = 0;
 const CONFIGURING: u8 = 1;
@@ -25,11 +42,11 @@ const IN_FLIGHT: u8 = 2;
 
 /// What an operation needs to know about the args' configuration to validate itself, read
 /// without owning the args (racy but memory-safe), then again from the owned snapshot.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Shape {
     pub has_buffer: bool,
     pub has_list: bool,
-    pub endpoint: Option<SocketAddr>,
+    pub endpoint: Option<Endpoint>,
 }
 
 /// The data an operation carries: nothing, one range of one buffer, or a list of buffers.
@@ -41,6 +58,15 @@ pub enum Payload {
 }
 
 impl Payload {
+    /// The buffers, as a list (one entry or none for the simple cases).
+    pub fn buffers(&self) -> &[RawBuf] {
+        match self {
+            Payload::Empty => &[],
+            Payload::Single(b) => std::slice::from_ref(b),
+            Payload::List(l) => l,
+        }
+    }
+
     pub fn total_len(&self) -> usize {
         match self {
             Payload::Empty => 0,
@@ -59,7 +85,7 @@ pub struct Snapshot {
 #[derive(Default)]
 struct Extra {
     list: Option<Arc<[RawBuf]>>,
-    endpoint: Option<SocketAddr>,
+    endpoint: Option<Endpoint>,
     /// The socket the last accept produced, until the caller reads it: then its reference
     /// goes to the caller (`handed_out` remembers the handle for repeated reads). One never
     /// read is closed when the args start another accept or are dropped, so it cannot leak.
@@ -70,7 +96,7 @@ struct Extra {
 pub struct Args {
     state: AtomicU8,
     freed: AtomicBool,
-    completion: Completion,
+    notify: Notify,
     user_token: AtomicUsize,
 
     buffer: AtomicPtr<u8>,
@@ -85,6 +111,8 @@ pub struct Args {
     bytes_transferred: AtomicUsize,
     socket_error: AtomicI32,
     last_operation: AtomicI32,
+    /// SocketFlags: the next operation's input; after a completion, what it reported.
+    flags: AtomicI32,
 }
 
 #[cold]
@@ -106,10 +134,28 @@ impl Drop for Configuring<'_> {
 
 impl Args {
     pub fn new(completion: Completion, user_token: usize) -> Args {
+        Args::with_notify(Notify::Closure(Box::new(completion)), user_token)
+    }
+
+    /// Args that call `completion` with `word` (and no allocation besides the args).
+    pub fn with_plain_completion(
+        completion: PlainCompletion,
+        word: usize,
+        user_token: usize,
+    ) -> Args {
+        Args::with_notify(Notify::Plain(completion, word), user_token)
+    }
+
+    /// Args whose completions are posted to `queue` (`sock_args_new_queued`).
+    pub fn with_queue(queue: Arc<CompletionQueue>, user_token: usize) -> Args {
+        Args::with_notify(Notify::Queue(queue), user_token)
+    }
+
+    fn with_notify(notify: Notify, user_token: usize) -> Args {
         Args {
             state: AtomicU8::new(IDLE),
             freed: AtomicBool::new(false),
-            completion,
+            notify,
             user_token: AtomicUsize::new(user_token),
             buffer: AtomicPtr::new(std::ptr::null_mut()),
             length: AtomicUsize::new(0),
@@ -121,6 +167,7 @@ impl Args {
             bytes_transferred: AtomicUsize::new(0),
             socket_error: AtomicI32::new(0),
             last_operation: AtomicI32::new(AsyncOperation::None as i32),
+            flags: AtomicI32::new(0),
         }
     }
 
@@ -225,16 +272,17 @@ impl Args {
     }
 
     /// `sock_args_set_remote_endpoint`: None clears.
-    pub fn set_remote_endpoint(&self, endpoint: Option<SocketAddr>) -> Result<(), Reject> {
+    pub fn set_remote_endpoint(&self, endpoint: Option<impl Into<Endpoint>>) -> Result<(), Reject> {
         let _owned = self.configure()?;
+        let endpoint = endpoint.map(Into::into);
+        let has_endpoint = endpoint.is_some();
         match endpoint {
             Some(_) => self.with_extra(|e| e.endpoint = endpoint),
             None => self
                 .with_existing_extra(|e| e.endpoint = None)
                 .unwrap_or(()),
         }
-        self.has_endpoint
-            .store(endpoint.is_some(), Ordering::Relaxed);
+        self.has_endpoint.store(has_endpoint, Ordering::Relaxed);
         Ok(())
     }
 
@@ -264,6 +312,50 @@ impl Args {
 
     pub fn last_operation(&self) -> i32 {
         self.last_operation.load(Ordering::Acquire)
+    }
+
+    /// `sock_args_set_flags`: SocketFlags for the next operations.
+    pub fn set_flags(&self, flags: i32) -> Result<(), Reject> {
+        let _owned = self.configure()?;
+        if flags & !SocketFlags::ALL != 0 {
+            return Err(Reject::invalid(format!(
+                "flags {flags:#x}: only None, OutOfBand (1), Peek (2), DontRoute (4), \
+                 Truncated (0x100) and ControlDataTruncated (0x200)"
+            )));
+        }
+        self.flags.store(flags, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn flags(&self) -> i32 {
+        self.flags.load(Ordering::Acquire)
+    }
+
+    /// Whether the next operation passes the kernel any flags (the fast paths do not).
+    #[inline]
+    pub fn has_input_flags(&self) -> bool {
+        SocketFlags::to_system(self.flags.load(Ordering::Relaxed)) != 0
+    }
+
+    /// The MSG_* bits for an operation starting on the claimed args.
+    #[inline]
+    pub fn system_flags(&self) -> i32 {
+        SocketFlags::to_system(self.flags.load(Ordering::Relaxed))
+    }
+
+    /// The endpoint set, or the sender the last receive-from recorded: where a send-to goes,
+    /// and what `sock_args_remote_endpoint` reads.
+    pub fn endpoint(&self) -> Option<Endpoint> {
+        if !self.has_endpoint.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.extra().as_ref().and_then(|e| e.endpoint.clone())
+    }
+
+    /// A receive-from on the claimed args records where its datagram came from.
+    pub fn set_sender(&self, sender: Endpoint) {
+        self.with_extra(|e| e.endpoint = Some(sender));
+        self.has_endpoint.store(true, Ordering::Relaxed);
     }
 
     /// The socket the last accept produced, or null. The first read hands the caller its
@@ -300,7 +392,7 @@ impl Args {
     /// read only if asked for.
     pub fn peek_shape(&self, with_endpoint: bool) -> Shape {
         let endpoint = if with_endpoint && self.has_endpoint.load(Ordering::Relaxed) {
-            self.extra().as_ref().and_then(|e| e.endpoint)
+            self.extra().as_ref().and_then(|e| e.endpoint.clone())
         } else {
             None
         };
@@ -316,7 +408,7 @@ impl Args {
     pub fn begin(&self, with_endpoint: bool) -> Result<Snapshot, Reject> {
         self.claim()?;
         let endpoint = if with_endpoint && self.has_endpoint.load(Ordering::Relaxed) {
-            self.extra().as_ref().and_then(|e| e.endpoint)
+            self.extra().as_ref().and_then(|e| e.endpoint.clone())
         } else {
             None
         };
@@ -424,11 +516,14 @@ impl Args {
 
     /// Stores the results and makes the args reusable.
     #[inline]
-    pub fn finish(&self, bytes: usize, error: SocketError, accepted: Option<Arc<Socket>>) {
-        self.bytes_transferred.store(bytes, Ordering::Relaxed);
-        self.socket_error.store(error as i32, Ordering::Relaxed);
-        if accepted.is_some() {
-            self.with_extra(|e| e.accepted = accepted);
+    pub fn finish(&self, finished: Finished) {
+        self.bytes_transferred
+            .store(finished.bytes, Ordering::Relaxed);
+        self.socket_error
+            .store(finished.error as i32, Ordering::Relaxed);
+        self.flags.store(finished.flags, Ordering::Relaxed);
+        if finished.accepted.is_some() {
+            self.with_extra(|e| e.accepted = finished.accepted);
         }
         if cfg!(debug_assertions) {
             // Every test build checks that an operation completes exactly once: completing
@@ -442,7 +537,21 @@ impl Args {
 
     /// Runs the completion callback (reactor thread only).
     pub fn notify(self: &Arc<Self>, socket: &Arc<Socket>) {
-        (self.completion)(socket, self);
+        match &self.notify {
+            Notify::Plain(completion, word) => completion(socket, self, *word),
+            Notify::Closure(completion) => completion(socket, self),
+            Notify::Queue(queue) => queue.post(Arc::clone(self)),
+        }
+    }
+
+    /// Whether completions go to a queue (which any thread may post to, so they skip the
+    /// worker pool and keep their order).
+    pub fn is_queued(&self) -> bool {
+        matches!(self.notify, Notify::Queue(_))
+    }
+
+    pub fn is_freed(&self) -> bool {
+        self.freed.load(Ordering::Relaxed)
     }
 
     /// The caller gave up its handle; operations on it are refused from now on (a callback

@@ -70,6 +70,12 @@ impl Fd {
         }
     }
 
+    /// Gives the descriptor back to its owner unclosed: marks it closed without closing it.
+    /// Only for a descriptor nobody has used yet (no guard is live).
+    pub fn disown(&self) {
+        self.state.store(CLOSED, Ordering::Release);
+    }
+
     pub fn is_closed(&self) -> bool {
         self.state.load(Ordering::Acquire) & CLOSED != 0
     }

@@ -2,19 +2,21 @@
 //! by the reactor after a readiness edge. An attempt either finishes the operation (with a
 //! result) or says the kernel would block; it never blocks and never reports EAGAIN.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::args::{Args, Payload};
+use super::endpoint::{Endpoint, Family};
 use super::socket::Socket;
 use super::sys::{self, RawBuf};
-use crate::error::{AsyncOperation, SocketError};
+use crate::error::{AsyncOperation, SocketError, SocketFlags};
 
 /// How an operation ended.
 pub struct Finished {
     pub bytes: usize,
     pub error: SocketError,
     pub accepted: Option<Arc<Socket>>,
+    /// SocketFlags the operation reports (a receive's Truncated, say; None for the rest).
+    pub flags: i32,
 }
 
 impl Finished {
@@ -24,6 +26,7 @@ impl Finished {
             bytes,
             error: SocketError::Success,
             accepted: None,
+            flags: 0,
         }
     }
 
@@ -32,6 +35,15 @@ impl Finished {
             bytes,
             error,
             accepted: None,
+            flags: 0,
+        }
+    }
+
+    fn from_result(result: Result<usize, i32>) -> Attempt {
+        match result {
+            Ok(n) => Attempt::Done(Finished::ok(n)),
+            Err(libc::EAGAIN) => Attempt::WouldBlock,
+            Err(e) => Attempt::Done(Finished::failed(0, SocketError::from_errno(e))),
         }
     }
 }
@@ -49,11 +61,13 @@ pub struct Transfer {
     skip: usize,
     done: usize,
     total: usize,
+    /// MSG_* bits from the args' SocketFlags.
+    flags: i32,
 }
 
 impl Transfer {
     #[inline]
-    pub fn new(payload: Payload) -> Transfer {
+    pub fn new(payload: Payload, flags: i32) -> Transfer {
         let total = payload.total_len();
         Transfer {
             payload,
@@ -61,6 +75,7 @@ impl Transfer {
             skip: 0,
             done: 0,
             total,
+            flags,
         }
     }
 
@@ -75,8 +90,22 @@ impl Transfer {
         self.done += n;
     }
 
+    /// A datagram goes out whole in one call, or not at all (never split, never cut short),
+    /// to `to` or to the connected peer; an empty payload is a zero-length datagram.
+    fn send_datagram(&mut self, fd: i32, to: Option<&socket2::SockAddr>) -> Attempt {
+        Finished::from_result(sys::send_datagram(
+            fd,
+            self.payload.buffers(),
+            to,
+            self.flags,
+        ))
+    }
+
     #[inline]
     fn send(&mut self, fd: i32, stream: bool) -> Attempt {
+        if !stream {
+            return self.send_datagram(fd, None);
+        }
         while self.done < self.total {
             let sent = match &self.payload {
                 Payload::Empty => break,
@@ -86,18 +115,15 @@ impl Transfer {
                         ptr: b.ptr.wrapping_add(self.done),
                         len: b.len - self.done,
                     },
+                    self.flags,
                 ),
-                Payload::List(list) => sys::sendmsg(fd, &list[self.index..], self.skip),
+                Payload::List(list) => sys::sendmsg(fd, &list[self.index..], self.skip, self.flags),
             };
             match sent {
                 Ok(n) => {
                     self.done += n;
                     if let Payload::List(list) = &self.payload {
                         (self.index, self.skip) = sys::advance(list, self.index, self.skip, n);
-                    }
-                    if !stream {
-                        // A datagram goes out whole in one call, or not at all.
-                        return Attempt::Done(Finished::ok(n));
                     }
                 }
                 Err(libc::EAGAIN) => return Attempt::WouldBlock,
@@ -118,7 +144,7 @@ pub enum ConnectPhase {
 
 /// A connect in progress (boxed in `Kind`: rare, and larger than the rest).
 pub struct Connect {
-    pub addr: SocketAddr,
+    pub addr: Endpoint,
     pub phase: ConnectPhase,
     /// .NET sends the args' buffer once connected; bytes transferred counts it.
     pub then: Transfer,
@@ -128,7 +154,13 @@ pub enum Kind {
     Accept,
     Connect(Box<Connect>),
     Send(Transfer),
-    Receive(Payload),
+    /// A datagram to the args' endpoint (read at each attempt: the args are the operation's
+    /// while it is in flight).
+    SendTo(Transfer),
+    /// With the MSG_* bits of the args' SocketFlags.
+    Receive(Payload, i32),
+    /// A datagram, whose sender goes into the args.
+    ReceiveFrom(Payload, i32),
     Disconnect,
 }
 
@@ -139,7 +171,9 @@ impl Kind {
             Kind::Accept => AsyncOperation::Accept,
             Kind::Connect(_) => AsyncOperation::Connect,
             Kind::Send(_) => AsyncOperation::Send,
-            Kind::Receive(_) => AsyncOperation::Receive,
+            Kind::SendTo(_) => AsyncOperation::SendTo,
+            Kind::Receive(..) => AsyncOperation::Receive,
+            Kind::ReceiveFrom(..) => AsyncOperation::ReceiveFrom,
             Kind::Disconnect => AsyncOperation::Disconnect,
         }
     }
@@ -147,15 +181,16 @@ impl Kind {
     /// Bytes already moved, reported if the operation is aborted now.
     pub fn progress(&self) -> usize {
         match self {
-            Kind::Send(t) => t.done,
+            Kind::Send(t) | Kind::SendTo(t) => t.done,
             Kind::Connect(c) => c.then.done,
             _ => 0,
         }
     }
 
-    /// One non-blocking try. `socket` is the socket the operation was issued on.
+    /// One non-blocking try. `socket` is the socket the operation was issued on, `args` the
+    /// args it owns.
     #[inline]
-    pub fn attempt(&mut self, socket: &Socket) -> Attempt {
+    pub fn attempt(&mut self, socket: &Socket, args: &Args) -> Attempt {
         let Some(fd) = socket.fd().acquire() else {
             return Attempt::Done(Finished::failed(
                 self.progress(),
@@ -171,13 +206,32 @@ impl Kind {
                 }
                 other => other,
             },
-            Kind::Receive(payload) => receive(fd, payload),
+            Kind::SendTo(t) => match args.endpoint() {
+                Some(to) => {
+                    let sent = t.send_datagram(fd, Some(to.sock_addr()));
+                    if matches!(&sent, Attempt::Done(f) if f.error == SocketError::Success) {
+                        // The kernel bound the socket for its first send-to.
+                        socket.mark_bound();
+                    }
+                    sent
+                }
+                // Checked when it started; the args cannot change while it is in flight.
+                None => Attempt::Done(Finished::failed(0, SocketError::DestinationAddressRequired)),
+            },
+            Kind::Receive(payload, flags) if !socket.is_stream() => {
+                receive_datagram(fd, payload, *flags, None)
+            }
+            Kind::Receive(payload, flags) => receive(fd, payload, *flags),
+            Kind::ReceiveFrom(payload, flags) => {
+                receive_datagram(fd, payload, *flags, Some((args, socket.family())))
+            }
             Kind::Accept => match sys::accept(fd) {
                 Ok(new_fd) => match socket.adopt_accepted(new_fd) {
                     Ok(accepted) => Attempt::Done(Finished {
                         bytes: 0,
                         error: SocketError::Success,
                         accepted: Some(accepted),
+                        flags: 0,
                     }),
                     Err(error) => Attempt::Done(Finished::failed(0, error)),
                 },
@@ -187,7 +241,7 @@ impl Kind {
             Kind::Connect(connect) => loop {
                 let Connect { addr, phase, then } = &mut **connect;
                 match phase {
-                    ConnectPhase::Start => match sys::connect(fd, *addr) {
+                    ConnectPhase::Start => match sys::connect(fd, addr.sock_addr()) {
                         Ok(()) => {
                             socket.connect_finished(true);
                             *phase = ConnectPhase::Sending;
@@ -223,6 +277,11 @@ impl Kind {
                             }
                         }
                     }
+                    // Only a buffer set on the args is sent (on a datagram socket an empty
+                    // one would otherwise go out as a zero-length datagram).
+                    ConnectPhase::Sending if then.total() == 0 => {
+                        return Attempt::Done(Finished::ok(0));
+                    }
                     ConnectPhase::Sending => return then.send(fd, socket.is_stream()),
                 }
             },
@@ -237,7 +296,8 @@ impl Kind {
     }
 }
 
-pub(crate) fn receive(fd: i32, payload: &Payload) -> Attempt {
+/// A stream receive (`flags`: MSG_* bits).
+pub(crate) fn receive(fd: i32, payload: &Payload, flags: i32) -> Attempt {
     let result = match payload {
         _ if payload.total_len() == 0 => {
             // A zero-byte receive waits for data without consuming it. A 0-byte recv would
@@ -247,27 +307,51 @@ pub(crate) fn receive(fd: i32, payload: &Payload) -> Attempt {
                 ptr: &mut byte,
                 len: 1,
             };
-            sys::recv(fd, probe, libc::MSG_PEEK).map(|_| 0)
+            sys::recv(fd, probe, flags | libc::MSG_PEEK).map(|_| 0)
         }
-        Payload::Single(b) => sys::recv(fd, *b, 0),
-        Payload::List(list) => return receive_list(fd, list),
+        Payload::Single(b) => sys::recv(fd, *b, flags),
+        Payload::List(list) => return receive_list(fd, list, flags),
         Payload::Empty => unreachable!("an empty payload has total length 0"),
     };
-    match result {
-        Ok(n) => Attempt::Done(Finished::ok(n)),
-        Err(libc::EAGAIN) => Attempt::WouldBlock,
-        Err(e) => Attempt::Done(Finished::failed(0, SocketError::from_errno(e))),
+    Finished::from_result(result)
+}
+
+/// One datagram into the payload (an empty payload takes the datagram and keeps nothing);
+/// one larger than the payload fills it and reports Truncated. With `sender`, the datagram's
+/// source goes into those args (a socket of that family received it).
+fn receive_datagram(
+    fd: i32,
+    payload: &Payload,
+    flags: i32,
+    sender: Option<(&Args, Family)>,
+) -> Attempt {
+    match sys::receive_datagram(fd, payload.buffers(), flags) {
+        Ok((n, msg_flags, from)) => {
+            if let Some((args, family)) = sender {
+                // A Unix sender that never bound a name comes with no address at all.
+                let from = Endpoint::from_sock_addr(from)
+                    .or_else(|| (family == Family::Unix).then(Endpoint::unnamed_unix));
+                if let Some(from) = from {
+                    args.set_sender(from);
+                }
+            }
+            Attempt::Done(Finished {
+                flags: SocketFlags::from_received(msg_flags),
+                ..Finished::ok(n)
+            })
+        }
+        Err(e) => Finished::from_result(Err(e)),
     }
 }
 
 /// Fills the list batch by batch while the kernel has data, so lists longer than one
 /// recvmsg can take still fill in one receive.
-fn receive_list(fd: i32, list: &[RawBuf]) -> Attempt {
+fn receive_list(fd: i32, list: &[RawBuf], flags: i32) -> Attempt {
     let mut got = 0;
     let mut index = 0;
     while index < list.len() {
         let batch = &list[index..];
-        match sys::recvmsg(fd, batch) {
+        match sys::recvmsg(fd, batch, flags) {
             Ok((n, room, used)) => {
                 got += n;
                 if n == 0 || n < room {
@@ -298,7 +382,7 @@ impl Pending {
     /// worker pool, as the runtime's dispatch says.
     pub fn complete(self, finished: Finished) {
         let Pending { args, socket, .. } = self;
-        args.finish(finished.bytes, finished.error, finished.accepted);
+        args.finish(finished);
         socket.reactor().deliver(&socket, args);
     }
 

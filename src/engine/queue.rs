@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::args::Args;
-use super::op::{Attempt, Kind, Pending};
+use super::op::{Attempt, Finished, Kind, Pending};
 use super::socket::Socket;
 use crate::error::{Reject, SocketError};
 
@@ -127,7 +127,7 @@ impl OpQueue {
     #[inline]
     fn run_owned(&self, socket: &Arc<Socket>, args: &Arc<Args>, mut kind: Kind) -> bool {
         let observed = self.seq.load(Ordering::Acquire);
-        let first = kind.attempt(socket);
+        let first = kind.attempt(socket, args);
         self.settle_owned(socket, args, kind, observed, first)
     }
 
@@ -157,14 +157,17 @@ impl OpQueue {
             match attempt {
                 Attempt::Done(finished) => {
                     self.release_after_caller(socket);
-                    args.finish(finished.bytes, finished.error, finished.accepted);
+                    args.finish(finished);
                     return false;
                 }
                 Attempt::WouldBlock => {
                     let mut ops = self.lock();
                     if self.state.load(Ordering::Relaxed) == STOPPED {
                         drop(ops);
-                        args.finish(kind.progress(), SocketError::OperationAborted, None);
+                        args.finish(Finished::failed(
+                            kind.progress(),
+                            SocketError::OperationAborted,
+                        ));
                         return false;
                     }
                     let now = self.seq.load(Ordering::Relaxed);
@@ -172,7 +175,7 @@ impl OpQueue {
                         // An edge came after our attempt: the kernel may be ready again.
                         observed = now;
                         drop(ops);
-                        attempt = kind.attempt(socket);
+                        attempt = kind.attempt(socket, args);
                         continue;
                     }
                     make_room(&mut ops);
@@ -240,7 +243,7 @@ impl OpQueue {
             let mut observed = self.seq.load(Ordering::Relaxed);
             drop(ops);
             loop {
-                match op.kind.attempt(socket) {
+                match op.kind.attempt(socket, &op.args) {
                     Attempt::Done(finished) => {
                         let ops = self.lock();
                         let more = match self.state.load(Ordering::Relaxed) {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 use super::args::{Args, Shape, Snapshot};
-use super::endpoint::Family;
+use super::endpoint::{Endpoint, Family};
 use super::fd::Fd;
 use super::op::{self, Attempt, Connect, ConnectPhase, Finished, Kind, Pending, Transfer};
 use super::queue::{Direction, OpQueue};
@@ -129,7 +129,7 @@ impl Socket {
                 return Err(reject);
             }
         };
-        Socket::registered(fd, family, stream, FRESH, reactor).map_err(|e| match e {
+        Socket::registered(fd, family, stream, FRESH, reactor, false).map_err(|e| match e {
             SocketError::OperationAborted => Reject::new(
                 Status::InvalidOperation,
                 "sock_runtime_shutdown ran while the socket was being created",
@@ -138,13 +138,15 @@ impl Socket {
         })
     }
 
-    /// Wraps an open descriptor (closing it if registration fails).
+    /// Wraps an open descriptor; if registration fails the descriptor is closed, or with
+    /// `keep_on_failure` left open for its owner.
     fn registered(
         fd: i32,
         family: Family,
         stream: bool,
         phase: u8,
         reactor: Arc<Reactor>,
+        keep_on_failure: bool,
     ) -> Result<Arc<Socket>, SocketError> {
         let socket = Arc::new(Socket {
             fd: Fd::new(fd),
@@ -158,11 +160,13 @@ impl Socket {
             write: OpQueue::new(Direction::Write),
             reactor,
         });
-        // On failure the Arc drops here and Fd's Drop closes the descriptor.
-        socket
-            .reactor
-            .register(&socket, fd)
-            .map_err(|err| SocketError::from_io(&err))?;
+        if let Err(err) = socket.reactor.register(&socket, fd) {
+            if keep_on_failure {
+                socket.fd.disown();
+            }
+            // The Arc drops here, and Fd's Drop closes the descriptor unless disowned.
+            return Err(SocketError::from_io(&err));
+        }
         Ok(socket)
     }
 
@@ -177,7 +181,76 @@ impl Socket {
                 return Err(SocketError::OperationAborted);
             }
         };
-        Socket::registered(fd, self.family, self.stream, CONNECTED, reactor)
+        Socket::registered(fd, self.family, self.stream, CONNECTED, reactor, false)
+    }
+
+    /// `sock_from_fd`: wraps a socket the host created. Without `take_ownership` the library
+    /// works on a duplicate (the host keeps and closes its own descriptor); with it, the
+    /// descriptor becomes the library's on success. On failure the host's descriptor is
+    /// neither closed nor kept. The state .NET tracks (listening, connected, bound) is read
+    /// from the kernel.
+    pub fn adopt(fd: i32, take_ownership: bool) -> Result<Arc<Socket>, Reject> {
+        if fd < 0 {
+            return Err(Reject::invalid(format!("{fd} is not a descriptor")));
+        }
+        let facts = sys::describe_socket(fd).map_err(|errno| match errno {
+            libc::EBADF => Reject::invalid(format!("descriptor {fd} is not open")),
+            libc::ENOTSOCK => Reject::invalid(format!("descriptor {fd} is not a socket")),
+            e => errno_reject(e, "reading the socket's type"),
+        })?;
+        let stream = match facts.socket_type {
+            libc::SOCK_STREAM => true,
+            libc::SOCK_DGRAM => false,
+            other => {
+                return Err(Reject::new(
+                    Status::NotSupported,
+                    format!("socket type {other} (only stream and datagram sockets)"),
+                ));
+            }
+        };
+        let family = match facts.domain {
+            libc::AF_INET => Family::V4,
+            libc::AF_INET6 => Family::V6,
+            libc::AF_UNIX => Family::Unix,
+            other => {
+                return Err(Reject::new(
+                    Status::NotSupported,
+                    format!("address family {other} (only IPv4, IPv6 and Unix)"),
+                ));
+            }
+        };
+        let reactor = runtime::current()?.pick();
+        let own = if take_ownership {
+            fd
+        } else {
+            sys::duplicate(fd).map_err(|e| errno_reject(e, "duplicating the descriptor"))?
+        };
+        // Non-blocking is a property of the open file, so the host's descriptor sees it too.
+        if let Err(e) = sys::set_nonblocking(own) {
+            if !take_ownership {
+                sys::close(own);
+            }
+            return Err(errno_reject(e, "making the socket non-blocking"));
+        }
+        let phase = if facts.listening {
+            LISTENING
+        } else if facts.connected {
+            CONNECTED
+        } else {
+            FRESH
+        };
+        let socket = Socket::registered(own, family, stream, phase, reactor, take_ownership)
+            .map_err(|e| Reject::socket(e, "registering the socket"))?;
+        socket.bound.store(
+            facts.bound || facts.listening || facts.connected,
+            Ordering::Release,
+        );
+        Ok(socket)
+    }
+
+    /// `sock_fd`: the descriptor, while the socket is open.
+    pub fn raw_fd(&self) -> Option<i32> {
+        self.fd.acquire().map(|fd| fd.raw())
     }
 
     pub(crate) fn fd(&self) -> &Fd {
@@ -193,6 +266,10 @@ impl Socket {
             Direction::Read => &self.read,
             Direction::Write => &self.write,
         }
+    }
+
+    pub fn family(&self) -> Family {
+        self.family
     }
 
     #[inline]
@@ -238,8 +315,8 @@ impl Socket {
         f(fd.raw())
     }
 
-    fn check_family(&self, endpoint: &SocketAddr) -> Result<(), Reject> {
-        if Family::of(endpoint) == self.family {
+    fn check_family(&self, endpoint: &Endpoint) -> Result<(), Reject> {
+        if endpoint.family() == self.family {
             Ok(())
         } else {
             Err(Reject::new(
@@ -252,10 +329,11 @@ impl Socket {
         }
     }
 
-    pub fn bind(&self, endpoint: SocketAddr) -> Result<(), Reject> {
+    pub fn bind(&self, endpoint: impl Into<Endpoint>) -> Result<(), Reject> {
+        let endpoint = endpoint.into();
         self.check_family(&endpoint)?;
         self.with_fd(|fd| {
-            sys::with_sock(fd, |s| s.bind(&endpoint.into())).map_err(|e| Reject::io(&e, "bind"))
+            sys::with_sock(fd, |s| s.bind(endpoint.sock_addr())).map_err(|e| Reject::io(&e, "bind"))
         })?;
         self.bound.store(true, Ordering::Release);
         Ok(())
@@ -269,22 +347,31 @@ impl Socket {
         Ok(())
     }
 
-    fn endpoint(&self, peer: bool) -> Result<SocketAddr, Reject> {
+    /// The local (or, with `peer`, the remote) endpoint, of any family.
+    pub fn address(&self, peer: bool) -> Result<Endpoint, Reject> {
         let what = if peer { "getpeername" } else { "getsockname" };
         let addr = self.with_fd(|fd| {
             sys::with_sock(fd, |s| if peer { s.peer_addr() } else { s.local_addr() })
                 .map_err(|e| Reject::io(&e, what))
         })?;
-        addr.as_socket()
+        Endpoint::from_sock_addr(addr)
+            .ok_or_else(|| Reject::new(Status::NotSupported, format!("{what}: unknown family")))
+    }
+
+    fn ip_address(&self, peer: bool) -> Result<SocketAddr, Reject> {
+        self.address(peer)?
+            .as_ip()
             .ok_or_else(|| Reject::new(Status::NotSupported, "not an IP endpoint"))
     }
 
+    /// The local IP endpoint (NotSupported for a Unix socket; see `address`).
     pub fn local_endpoint(&self) -> Result<SocketAddr, Reject> {
-        self.endpoint(false)
+        self.ip_address(false)
     }
 
+    /// The peer's IP endpoint (NotSupported for a Unix socket; see `address`).
     pub fn remote_endpoint(&self) -> Result<SocketAddr, Reject> {
-        self.endpoint(true)
+        self.ip_address(true)
     }
 
     pub fn set_option(&self, option: SocketOption, value: i64) -> Result<(), Reject> {
@@ -456,7 +543,7 @@ impl Socket {
             if shape.has_list {
                 return Err(Reject::invalid("connect does not take a buffer list"));
             }
-            let Some(endpoint) = shape.endpoint else {
+            let Some(endpoint) = &shape.endpoint else {
                 return Err(Reject::invalid(
                     "connect needs a remote endpoint: call sock_args_set_remote_endpoint",
                 ));
@@ -473,7 +560,7 @@ impl Socket {
                 }
                 _ => {}
             }
-            s.check_family(&endpoint)?;
+            s.check_family(endpoint)?;
             if s.phase.load(Ordering::Acquire) == CONNECTING {
                 return Err(Reject::new(
                     Status::InvalidOperation,
@@ -490,7 +577,7 @@ impl Socket {
         let kind = Kind::Connect(Box::new(Connect {
             addr: endpoint,
             phase: ConnectPhase::Start,
-            then: Transfer::new(snapshot.payload),
+            then: Transfer::new(snapshot.payload, args.system_flags()),
         }));
         let started = self.write.start(self, args, kind);
         if started.is_err() {
@@ -509,7 +596,14 @@ impl Socket {
         // first, then the args' own rejections.
         let fd = self.fd.acquire().ok_or_else(Reject::disposed)?;
         let buf = match args.begin_io_single()? {
-            Some(buf) if buf.len > 0 && self.stream && self.was_connected() => buf,
+            Some(buf)
+                if buf.len > 0
+                    && self.stream
+                    && self.was_connected()
+                    && !args.has_input_flags() =>
+            {
+                buf
+            }
             _ => {
                 drop(fd);
                 return self.send_queued(args);
@@ -520,12 +614,12 @@ impl Socket {
             return self.send_queued(args);
         };
         args.started(AsyncOperation::Send);
-        let sent = sys::send(fd.raw(), buf);
+        let sent = sys::send(fd.raw(), buf, 0);
         drop(fd);
         let (done, errno) = match sent {
             Ok(n) if n == buf.len => {
                 self.write.release_after_caller(self);
-                args.finish(n, SocketError::Success, None);
+                args.finish(Finished::ok(n));
                 return Ok(false);
             }
             Ok(n) => (n, 0),
@@ -542,8 +636,11 @@ impl Socket {
         if self.never_connected() {
             return Ok(self.finish_now(args, AsyncOperation::Send, SocketError::NotConnected));
         }
-        self.write
-            .start(self, args, Kind::Send(Transfer::new(payload)))
+        self.write.start(
+            self,
+            args,
+            Kind::Send(Transfer::new(payload, args.system_flags())),
+        )
     }
 
     /// The fast path's send did not finish at once: `done` bytes went out, then the kernel
@@ -557,12 +654,13 @@ impl Socket {
         errno: i32,
         observed: u64,
     ) -> bool {
-        let mut transfer = Transfer::new(args.claimed_payload());
+        // The fast path runs only without flags.
+        let mut transfer = Transfer::new(args.claimed_payload(), 0);
         transfer.advance_single(done);
         let attempt = match errno {
             0 => {
                 let mut kind = Kind::Send(transfer);
-                let attempt = kind.attempt(self);
+                let attempt = kind.attempt(self, args);
                 return self.write.settle_owned(self, args, kind, observed, attempt);
             }
             libc::EAGAIN => Attempt::WouldBlock,
@@ -578,31 +676,88 @@ impl Socket {
     pub fn receive_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
         let fd = self.fd.acquire().ok_or_else(Reject::disposed)?;
         let payload = args.begin_io()?;
+        let flags = args.system_flags();
         if self.never_connected() {
             drop(fd);
             return Ok(self.finish_now(args, AsyncOperation::Receive, SocketError::NotConnected));
         }
-        let Some(observed) = self.read.try_claim() else {
+        let claimed = if self.stream {
+            self.read.try_claim()
+        } else {
+            None
+        };
+        let Some(observed) = claimed else {
+            // Datagram receives, and a queue someone owns: the general path.
             drop(fd);
-            return self.read.start(self, args, Kind::Receive(payload));
+            return self.read.start(self, args, Kind::Receive(payload, flags));
         };
         args.started(AsyncOperation::Receive);
-        let attempt = op::receive(fd.raw(), &payload);
+        let attempt = op::receive(fd.raw(), &payload, flags);
         drop(fd);
         match attempt {
             Attempt::Done(finished) => {
                 self.read.release_after_caller(self);
-                args.finish(finished.bytes, finished.error, None);
+                args.finish(finished);
                 Ok(false)
             }
             Attempt::WouldBlock => Ok(self.read.settle_owned(
                 self,
                 args,
-                Kind::Receive(payload),
+                Kind::Receive(payload, flags),
                 observed,
                 Attempt::WouldBlock,
             )),
         }
+    }
+
+    /// A datagram to the args' remote endpoint (`sock_send_to_async`).
+    pub fn send_to_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
+        let check: Check = |s, shape| {
+            s.check_datagram("send-to")?;
+            let Some(endpoint) = &shape.endpoint else {
+                return Err(Reject::invalid(
+                    "send-to needs a remote endpoint: call sock_args_set_remote_endpoint",
+                ));
+            };
+            s.check_family(endpoint)
+        };
+        let snapshot = self.begin(args, Some(check), true)?;
+        let transfer = Transfer::new(snapshot.payload, args.system_flags());
+        self.write.start(self, args, Kind::SendTo(transfer))
+    }
+
+    /// A datagram and its sender (`sock_receive_from_async`).
+    pub fn receive_from_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
+        let check: Check = |s, _| {
+            s.check_datagram("receive-from")?;
+            if !s.bound.load(Ordering::Acquire) {
+                return Err(Reject::new(
+                    Status::InvalidOperation,
+                    "receive-from needs a bound socket: call sock_bind (or send to someone \
+                     first)",
+                ));
+            }
+            Ok(())
+        };
+        let snapshot = self.begin(args, Some(check), false)?;
+        let flags = args.system_flags();
+        self.read
+            .start(self, args, Kind::ReceiveFrom(snapshot.payload, flags))
+    }
+
+    fn check_datagram(&self, what: &str) -> Result<(), Reject> {
+        if self.stream {
+            return Err(Reject::new(
+                Status::NotSupported,
+                format!("{what} is for datagram sockets; a stream socket sends and receives"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The kernel bound the socket (its first send-to picks a local port).
+    pub(crate) fn mark_bound(&self) {
+        self.bound.store(true, Ordering::Release);
     }
 
     pub fn disconnect_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
@@ -622,7 +777,7 @@ impl Socket {
     #[cold]
     fn finish_now(&self, args: &Args, operation: AsyncOperation, error: SocketError) -> bool {
         args.started(operation);
-        args.finish(0, error, None);
+        args.finish(Finished::failed(0, error));
         false
     }
 }
