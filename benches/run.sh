@@ -109,7 +109,7 @@ TOKIO_BIN=$OUT/tokio-target/release/bench_tokio
 log "== cargo build --release --locked (benches/tokio)"
 tokio_build_start=$SECONDS
 if (cd "$ROOT/benches/tokio" && cargo build --release --locked --target-dir "$OUT/tokio-target" >&2); then
-  TOKIO_BUILD="built in $((SECONDS - tokio_build_start)) s"
+  TOKIO_BUILD="its cargo build here: $((SECONDS - tokio_build_start)) s; a cold one about 15 s"
 else
   log "   FAILED: the tokio contender does not build; its cells show FAIL"
   TOKIO_BUILD="FAILED to build"
@@ -407,11 +407,12 @@ table() {
 ## sockasync benchmarks: raw system calls vs libuv vs tokio vs sockasync (loopback TCP, 127.0.0.1)
 
 $(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit, $(nproc) CPUs, kernel $(uname -r), libuv $(pkg-config --modversion libuv), tokio ${TOKIO_VERSION:-?} (${TOKIO_BUILD}).
-$ROUNDS rounds, mechanisms alternating (raw, libuv, sockasync, tokio) in every round; each
-cell is the median over the rounds. A ratio cell is sockasync's median / the other's
-median, then in parentheses the median and range of the per-round (paired) ratios. Whole
-run: ${ELAPSED} s; load average before ${LOAD_BEFORE}, after ${LOAD_AFTER} (other work on
-the machine makes absolute numbers noisy; the paired ratios are what to read).
+$ROUNDS rounds, mechanisms alternating in every round (raw, libuv, sockasync, tokio; in the
+fan-out sockasync with 1 and with 2 reactor threads); each cell is the median over the
+rounds. A ratio cell is sockasync's median / the other's median, then in parentheses the
+median and range of the per-round (paired) ratios. Whole run: ${ELAPSED} s; load average
+before ${LOAD_BEFORE}, after ${LOAD_AFTER} (other work on the machine makes absolute
+numbers noisy; the paired ratios are what to read).
 
 | scenario | metric | raw syscalls | libuv | tokio | sockasync | sockasync / raw | sockasync / libuv | sockasync / tokio | target | met |
 |---|---|---:|---:|---:|---:|---:|---:|---:|---|---|
