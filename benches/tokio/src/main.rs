@@ -140,7 +140,9 @@ fn run_small(n: u64) {
         elapsed
     });
 
-    let received = reader.join().unwrap_or_else(|_| die("reader thread panicked"));
+    let received = reader
+        .join()
+        .unwrap_or_else(|_| die("reader thread panicked"));
     let expected = (warmup + n) * SMALL_MSG as u64;
     if received != expected {
         die(format_args!(
@@ -226,7 +228,9 @@ fn run_pingpong(rounds: u64, warmup: u64) {
         }
         // Dropped here: the server reads end of stream and returns.
     });
-    server.join().unwrap_or_else(|_| die("server thread panicked"));
+    server
+        .join()
+        .unwrap_or_else(|_| die("server thread panicked"));
 
     latency_ns.sort_unstable();
     let n = latency_ns.len();
