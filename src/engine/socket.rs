@@ -10,7 +10,7 @@ use super::args::{Args, Shape, Snapshot};
 use super::endpoint::Family;
 use super::fd::Fd;
 use super::op::{self, Attempt, Finished};
-use super::queue::{Direction, OpQueue};
+use super::queue::{self, Direction, OpQueue, Queues};
 use super::reactor::{self, Reactor};
 use super::sys;
 use crate::error::{AsyncOperation, Reject, SocketError, Status};
@@ -84,8 +84,10 @@ pub struct Socket {
     bound: AtomicBool,
     was_connected: AtomicBool,
     send_shutdown: AtomicBool,
-    read: OpQueue,
-    write: OpQueue,
+    /// The read and write queues: `queues` and a state byte each, which sits here with the
+    /// other one-byte fields rather than in padding of its own.
+    queues: Queues,
+    queue_states: [AtomicU8; 2],
     reactor: Arc<Reactor>,
 }
 
@@ -148,8 +150,8 @@ impl Socket {
             bound: AtomicBool::new(phase == CONNECTED),
             was_connected: AtomicBool::new(phase == CONNECTED),
             send_shutdown: AtomicBool::new(false),
-            read: OpQueue::new(Direction::Read),
-            write: OpQueue::new(Direction::Write),
+            queues: Queues::default(),
+            queue_states: queue::initial_states(),
             reactor,
         });
         // On failure the Arc drops here and Fd's Drop closes the descriptor.
@@ -179,11 +181,20 @@ impl Socket {
         &self.reactor
     }
 
-    pub(crate) fn queue(&self, direction: Direction) -> &OpQueue {
-        match direction {
-            Direction::Read => &self.read,
-            Direction::Write => &self.write,
-        }
+    #[inline]
+    pub(crate) fn queue(&self, direction: Direction) -> OpQueue<'_> {
+        self.queues
+            .queue(&self.queue_states[direction as usize], direction)
+    }
+
+    #[inline]
+    fn read(&self) -> OpQueue<'_> {
+        self.queue(Direction::Read)
+    }
+
+    #[inline]
+    fn write(&self) -> OpQueue<'_> {
+        self.queue(Direction::Write)
     }
 
     #[inline]
@@ -357,8 +368,8 @@ impl Socket {
         let Some(fd) = self.fd.close() else {
             return;
         };
-        let mut aborted = self.read.stop();
-        aborted.extend(self.write.stop());
+        let mut aborted = self.read().stop();
+        aborted.extend(self.write().stop());
         if !aborted.is_empty() && self.stream && !self.send_shutdown.load(Ordering::Relaxed) {
             // Abortive: the peer must not mistake an abandoned transfer for a clean end.
             let _ = sys::with_sock(fd.raw(), |s| s.set_linger(Some(Duration::ZERO)));
@@ -418,7 +429,7 @@ impl Socket {
             Ok(())
         };
         self.begin(args, Some(check), false)?;
-        self.read.start(self, args, AsyncOperation::Accept)
+        self.read().start(self, args, AsyncOperation::Accept)
     }
 
     pub fn connect_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
@@ -455,7 +466,7 @@ impl Socket {
         self.begin(args, Some(check), true)?;
         args.start_connect();
         self.phase.store(CONNECTING, Ordering::Release);
-        let started = self.write.start(self, args, AsyncOperation::Connect);
+        let started = self.write().start(self, args, AsyncOperation::Connect);
         if started.is_err() {
             self.phase.store(FRESH, Ordering::Release);
         }
@@ -478,7 +489,7 @@ impl Socket {
                 return self.send_queued(args);
             }
         };
-        let Some(observed) = self.write.try_claim() else {
+        let Some(observed) = self.write().try_claim() else {
             drop(fd);
             return self.send_queued(args);
         };
@@ -487,7 +498,7 @@ impl Socket {
         drop(fd);
         let (done, errno) = match sent {
             Ok(n) if n == buf.len => {
-                self.write.release_after_caller(self);
+                self.write().release_after_caller(self);
                 args.finish(n, SocketError::Success, None);
                 return Ok(false);
             }
@@ -504,7 +515,7 @@ impl Socket {
         if self.never_connected() {
             return Ok(self.finish_now(args, AsyncOperation::Send, SocketError::NotConnected));
         }
-        self.write.start(self, args, AsyncOperation::Send)
+        self.write().start(self, args, AsyncOperation::Send)
     }
 
     /// The fast path's send did not finish at once: `done` bytes went out, then the kernel
@@ -524,7 +535,8 @@ impl Socket {
             libc::EAGAIN => Attempt::WouldBlock,
             errno => Attempt::Done(Finished::failed(0, SocketError::from_errno(errno))),
         };
-        self.write.settle_owned(self, args, done, observed, attempt)
+        self.write()
+            .settle_owned(self, args, done, observed, attempt)
     }
 
     /// A receive: with the receive queue idle, the first attempt is made straight away, as
@@ -537,22 +549,22 @@ impl Socket {
             drop(fd);
             return Ok(self.finish_now(args, AsyncOperation::Receive, SocketError::NotConnected));
         }
-        let Some(observed) = self.read.try_claim() else {
+        let Some(observed) = self.read().try_claim() else {
             drop(fd);
-            return self.read.start(self, args, AsyncOperation::Receive);
+            return self.read().start(self, args, AsyncOperation::Receive);
         };
         args.started(AsyncOperation::Receive);
         let attempt = op::receive(fd.raw(), &payload);
         drop(fd);
         match attempt {
             Attempt::Done(finished) => {
-                self.read.release_after_caller(self);
+                self.read().release_after_caller(self);
                 args.finish(finished.bytes, finished.error, None);
                 Ok(false)
             }
             Attempt::WouldBlock => {
                 Ok(self
-                    .read
+                    .read()
                     .settle_owned(self, args, 0, observed, Attempt::WouldBlock))
             }
         }
@@ -561,7 +573,7 @@ impl Socket {
     pub fn disconnect_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
         self.check_open()?;
         args.begin_io()?;
-        self.write.start(self, args, AsyncOperation::Disconnect)
+        self.write().start(self, args, AsyncOperation::Disconnect)
     }
 
     /// A stream socket that never connected (and is not connecting): .NET completes sends
