@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
-use super::args::{Args, Shape, Snapshot};
+use super::args::{Args, Shape};
 use super::endpoint::Family;
 use super::fd::Fd;
 use super::op::{self, Attempt, Finished};
@@ -383,24 +383,19 @@ impl Socket {
     /// Takes the args for an operation after the checks .NET makes: disposal first, then the
     /// operation's own checks against the args as they are (even if another operation owns
     /// them, so the right error wins over InProgress), then again once the args are taken.
-    fn begin(
-        &self,
-        args: &Args,
-        check: Option<Check>,
-        with_endpoint: bool,
-    ) -> Result<Snapshot, Reject> {
+    fn begin(&self, args: &Args, check: Option<Check>, with_endpoint: bool) -> Result<(), Reject> {
         self.check_open()?;
         if let Some(check) = check {
             check(self, &args.peek_shape(with_endpoint))?;
         }
-        let snapshot = args.begin(with_endpoint)?;
+        let shape = args.begin(with_endpoint)?;
         if let Some(check) = check {
-            if let Err(reject) = check(self, &snapshot.shape) {
+            if let Err(reject) = check(self, &shape) {
                 args.abandon();
                 return Err(reject);
             }
         }
-        Ok(snapshot)
+        Ok(())
     }
 
     pub fn accept_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
