@@ -534,35 +534,56 @@ impl Socket {
             .settle_owned(self, args, done, observed, attempt)
     }
 
-    /// A receive: with the receive queue idle, the first attempt is made straight away, as
-    /// for sends; the queue machinery is joined only if the kernel has nothing yet.
+    /// A receive, with the same straight line as a send: with one non-empty buffer and the
+    /// receive queue idle, one `recvfrom`; anything else, and a receive the kernel has
+    /// nothing for yet, goes through the queue machinery.
     #[inline]
     pub fn receive_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
         let fd = self.fd.acquire().ok_or_else(Reject::disposed)?;
-        let payload = args.begin_io()?;
-        if self.never_connected() {
-            drop(fd);
-            return Ok(self.finish_now(args, AsyncOperation::Receive, SocketError::NotConnected));
-        }
+        let buf = match args.begin_io_single()? {
+            Some(buf) if buf.len > 0 && !self.never_connected() => buf,
+            _ => {
+                drop(fd);
+                return self.receive_queued(args);
+            }
+        };
         let Some(observed) = self.read().try_claim() else {
             drop(fd);
-            return self.read().start(self, args, AsyncOperation::Receive);
+            return self.receive_queued(args);
         };
         args.started(AsyncOperation::Receive);
-        let attempt = op::receive(fd.raw(), &payload);
+        let received = sys::recv(fd.raw(), buf, 0);
         drop(fd);
-        match attempt {
-            Attempt::Done(finished) => {
+        match received {
+            Ok(n) => {
                 self.read().release_after_caller(self);
-                args.finish(finished.bytes, finished.error, None);
+                args.finish(n, SocketError::Success, None);
                 Ok(false)
             }
-            Attempt::WouldBlock => {
-                Ok(self
-                    .read()
-                    .settle_owned(self, args, 0, observed, Attempt::WouldBlock))
-            }
+            Err(errno) => Ok(self.receive_settle(args, errno, observed)),
         }
+    }
+
+    /// Every receive the fast path does not take: zero-byte receives, buffer lists, sockets
+    /// never connected, and a receive queue someone else owns, which it must queue behind.
+    #[inline(never)]
+    fn receive_queued(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
+        if self.never_connected() {
+            return Ok(self.finish_now(args, AsyncOperation::Receive, SocketError::NotConnected));
+        }
+        self.read().start(self, args, AsyncOperation::Receive)
+    }
+
+    /// The fast path's receive failed or found nothing (`errno`): the queue machinery takes
+    /// it from there.
+    #[cold]
+    #[inline(never)]
+    fn receive_settle(self: &Arc<Self>, args: &Arc<Args>, errno: i32, observed: u32) -> bool {
+        let attempt = match errno {
+            libc::EAGAIN => Attempt::WouldBlock,
+            errno => Attempt::Done(Finished::failed(0, SocketError::from_errno(errno))),
+        };
+        self.read().settle_owned(self, args, 0, observed, attempt)
     }
 
     pub fn disconnect_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
