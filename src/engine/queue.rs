@@ -91,7 +91,8 @@ pub enum Direction {
 pub struct Queues {
     waiting: Mutex<[Waiting; 2]>,
     /// Readiness edges seen per direction; changed only under the lock. Only compared for
-    /// equality across one attempt (a few system calls), so 32 bits cannot wrap unseen.
+    /// equality across one attempt: a wrap would need 2^32 edges on this socket between an
+    /// attempt and its check (over an hour of a stalled thread at a million edges a second).
     seq: [AtomicU32; 2],
 }
 

@@ -520,11 +520,10 @@ impl Socket {
     fn send_settle(
         self: &Arc<Self>,
         args: &Arc<Args>,
-        done: usize,
+        mut done: usize,
         errno: i32,
         observed: u32,
     ) -> bool {
-        let mut done = done;
         let attempt = match errno {
             0 => op::attempt(self, args, &mut done),
             libc::EAGAIN => Attempt::WouldBlock,
