@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use super::args::{Args, Shape};
 use super::endpoint::Family;
-use super::fd::Fd;
+use super::fd::{Fd, FdUse};
 use super::op::{self, Attempt, Finished};
 use super::queue::{self, Direction, OpQueue, Queues};
 use super::reactor::{self, Reactor};
-use super::sys;
+use super::sys::{self, RawBuf};
 use crate::error::{AsyncOperation, Reject, SocketError, Status};
 
 const FRESH: u8 = 0;
@@ -468,24 +468,36 @@ impl Socket {
         started
     }
 
+    /// The fast paths' claims, in .NET's order of rejections: the descriptor's use guard
+    /// (which doubles as the disposal check), then the args; then, for one non-empty buffer
+    /// on a socket `eligible` for the fast path, the idle queue of `direction`, with the edge
+    /// count seen. Ok(None): the args are claimed, and the general path takes them on.
+    #[inline(always)]
+    fn claim_fast(
+        &self,
+        args: &Args,
+        direction: Direction,
+        eligible: impl FnOnce(&Self) -> bool,
+    ) -> Result<Option<(FdUse<'_>, RawBuf, u32)>, Reject> {
+        let fd = self.fd.acquire().ok_or_else(Reject::disposed)?;
+        Ok(match args.begin_io_single()? {
+            Some(buf) if buf.len > 0 && eligible(self) => self
+                .queue(direction)
+                .try_claim()
+                .map(|observed| (fd, buf, observed)),
+            _ => None,
+        })
+    }
+
     /// A send. The common case (a connected stream socket, one buffer, nobody else using the
     /// send queue) is one straight line: the descriptor's use guard, the args and queue
     /// claims, one `sendto`, and the claims given back. Anything else, and a send the
     /// kernel takes only in part or not at all, goes through the queue machinery as before.
     #[inline]
     pub fn send_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
-        // The use guard doubles as the disposal check, so .NET's order holds: Disposed
-        // first, then the args' own rejections.
-        let fd = self.fd.acquire().ok_or_else(Reject::disposed)?;
-        let buf = match args.begin_io_single()? {
-            Some(buf) if buf.len > 0 && self.stream && self.was_connected() => buf,
-            _ => {
-                drop(fd);
-                return self.send_queued(args);
-            }
-        };
-        let Some(observed) = self.write().try_claim() else {
-            drop(fd);
+        let Some((fd, buf, observed)) =
+            self.claim_fast(args, Direction::Write, |s| s.stream && s.was_connected())?
+        else {
             return self.send_queued(args);
         };
         args.started(AsyncOperation::Send);
@@ -538,16 +550,9 @@ impl Socket {
     /// nothing for yet, goes through the queue machinery.
     #[inline]
     pub fn receive_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
-        let fd = self.fd.acquire().ok_or_else(Reject::disposed)?;
-        let buf = match args.begin_io_single()? {
-            Some(buf) if buf.len > 0 && !self.never_connected() => buf,
-            _ => {
-                drop(fd);
-                return self.receive_queued(args);
-            }
-        };
-        let Some(observed) = self.read().try_claim() else {
-            drop(fd);
+        let Some((fd, buf, observed)) =
+            self.claim_fast(args, Direction::Read, |s| !s.never_connected())?
+        else {
             return self.receive_queued(args);
         };
         args.started(AsyncOperation::Receive);
