@@ -43,7 +43,7 @@ const CONFIGURING: u8 = 1;
 const IN_FLIGHT: u8 = 2;
 
 /// What an operation needs to know about the args' configuration to validate itself, read
-/// without owning the args (racy but memory-safe), then again from the owned snapshot.
+/// without owning the args (racy but memory-safe), then again once it owns them.
 #[derive(Clone, Debug, Default)]
 pub struct Shape {
     pub has_buffer: bool,
@@ -76,12 +76,6 @@ impl Payload {
             Payload::List(l) => l.iter().map(|b| b.len).sum(),
         }
     }
-}
-
-/// The configuration an operation starts with, copied out when the args are taken.
-pub struct Snapshot {
-    pub shape: Shape,
-    pub payload: Payload,
 }
 
 struct Extra {
@@ -472,23 +466,11 @@ impl Args {
         }
     }
 
-    /// Takes the args for an operation and copies out its configuration (the endpoint only if
-    /// asked for, so sends and receives never touch the mutex unless a list is set).
-    pub fn begin(&self, with_endpoint: bool) -> Result<Snapshot, Reject> {
+    /// Takes the args for an operation and reads the shape it is checked against (the
+    /// endpoint only if asked for). The payload is read from the args at each attempt.
+    pub fn begin(&self, with_endpoint: bool) -> Result<Shape, Reject> {
         self.claim()?;
-        let endpoint = if with_endpoint && self.has_endpoint.load(Ordering::Relaxed) {
-            self.extra().as_ref().and_then(|e| e.endpoint.clone())
-        } else {
-            None
-        };
-        Ok(Snapshot {
-            shape: Shape {
-                has_buffer: !self.buffer.load(Ordering::Relaxed).is_null(),
-                has_list: self.has_list.load(Ordering::Relaxed),
-                endpoint,
-            },
-            payload: self.payload(),
-        })
+        Ok(self.peek_shape(with_endpoint))
     }
 
     /// `begin` for sends, receives and disconnects, which need only the payload: no shape, no
