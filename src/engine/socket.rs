@@ -599,7 +599,7 @@ impl Socket {
     ) -> Result<Option<(FdUse<'_>, RawBuf, u32)>, Reject> {
         let fd = self.fd.acquire().ok_or_else(Reject::disposed)?;
         Ok(match args.begin_io_single()? {
-            Some(buf) if buf.len > 0 && !args.has_input_flags() && eligible(self) => self
+            Some(buf) if buf.len > 0 && eligible(self) => self
                 .queue(direction)
                 .try_claim()
                 .map(|observed| (fd, buf, observed)),
@@ -624,7 +624,7 @@ impl Socket {
         let (done, errno) = match sent {
             Ok(n) if n == buf.len => {
                 self.write().release_after_caller(self);
-                args.finish(Finished::ok(n));
+                args.finish_plain(n);
                 return Ok(false);
             }
             Ok(n) => (n, 0),
@@ -679,7 +679,7 @@ impl Socket {
         match received {
             Ok(n) => {
                 self.read().release_after_caller(self);
-                args.finish(Finished::ok(n));
+                args.finish_plain(n);
                 Ok(false)
             }
             Err(errno) => Ok(self.receive_settle(args, errno, observed)),
