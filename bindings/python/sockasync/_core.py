@@ -89,6 +89,10 @@ class _Pins:
                 del self._held[key]
             return entry[0]
 
+    def holds(self, key):
+        with self._lock:
+            return key in self._held
+
     def __len__(self):
         with self._lock:
             return len(self._held)

@@ -1,0 +1,126 @@
+"""An interpreter that exits with operations pending neither hangs nor crashes: the atexit
+runtime shutdown aborts them (callbacks run while the interpreter is whole) and joins the
+library's threads before finalization."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from conftest import PACKAGE_ROOT, WAIT
+
+PRELUDE = """
+import socket, sys
+sys.path.insert(0, {root!r})
+import sockasync
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(1)
+sock = sockasync.Socket()
+""".format(root=str(PACKAGE_ROOT))
+
+RAW_PENDING = """
+def on_done(_sock, args):
+    print("completed:", args.socket_error.name, flush=True)
+
+connect = sockasync.AsyncArgs()
+connect.remote_endpoint = listener.getsockname()
+assert not sock.connect_async(connect) or True
+peer, _ = listener.accept()
+receive = sockasync.AsyncArgs(on_done)
+receive.set_buffer(bytearray(16))
+assert sock.receive_async(receive)
+print("exiting with a receive pending", flush=True)
+"""
+
+ASYNCIO_PENDING = """
+import asyncio
+
+async def start():
+    await sock.connect(listener.getsockname())
+    global receiving
+    receiving = asyncio.ensure_future(sock.receive(16))
+    await asyncio.sleep(0)
+    assert not receiving.done()
+
+loop = asyncio.new_event_loop()
+loop.run_until_complete(start())
+peer, _ = listener.accept()
+print("exiting with a receive pending", flush=True)
+"""
+
+WAITER_BLOCKED = """
+import threading
+queue = sockasync.CompletionQueue()
+waiting = threading.Event()
+
+def wait_forever():
+    waiting.set()
+    queue.wait(timeout=None)
+
+threading.Thread(target=wait_forever, daemon=True).start()
+waiting.wait()
+print("exiting with a thread in CompletionQueue.wait", flush=True)
+"""
+
+
+def run_script(body, **env):
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(PRELUDE + body)],
+        capture_output=True,
+        text=True,
+        timeout=WAIT * 3,  # a hang fails here
+        env={**os.environ, **env},
+    )
+
+
+@pytest.mark.parametrize("dispatch", ["inline", "pool"])
+def test_exit_with_a_pending_raw_receive(dispatch):
+    result = run_script(RAW_PENDING, SOCKASYNC_DISPATCH=dispatch, SOCKASYNC_REACTOR_THREADS="2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "exiting with a receive pending",
+        "completed: OPERATION_ABORTED",  # by the atexit shutdown
+    ]
+    assert result.stderr == ""
+
+
+def test_exit_with_a_pending_asyncio_receive():
+    result = run_script(ASYNCIO_PENDING)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["exiting with a receive pending"]
+    assert "Traceback" not in result.stderr and "Fatal" not in result.stderr
+
+
+def test_exit_with_a_thread_blocked_in_a_queue_wait():
+    result = run_script(WAITER_BLOCKED)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["exiting with a thread in CompletionQueue.wait"]
+    assert result.stderr == ""
+
+
+def test_no_socket_after_the_atexit_shutdown():
+    # atexit runs the last registered first: order them after, shutdown, before.
+    result = run_script(
+        """
+import atexit
+
+def before_shutdown():
+    sockasync.Socket().free()
+    print("before: fine", flush=True)
+
+def after_shutdown():
+    try:
+        sockasync.Socket()
+    except sockasync.InvalidOperationError:
+        print("after: refused", flush=True)
+
+atexit.unregister(sockasync._core._shutdown_at_exit)
+atexit.register(after_shutdown)
+atexit.register(sockasync._core._shutdown_at_exit)
+atexit.register(before_shutdown)
+"""
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["before: fine", "after: refused"]
