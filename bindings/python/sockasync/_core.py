@@ -21,6 +21,7 @@ import ctypes
 import itertools
 import logging
 import threading
+import warnings
 
 from ._native import ARGS_P, COMPLETED_FN, SockBuf, lib
 from .enums import (
@@ -219,6 +220,8 @@ class AsyncArgs:
     """
 
     def __init__(self, callback=None, *, queue=None):
+        if callback is not None and queue is not None:
+            raise ValueError("AsyncArgs reports to a callback or to a queue, not both")
         _reap()
         self._token = next(_tokens)
         self._callback = callback
@@ -390,6 +393,7 @@ class CompletionQueue:
     def wait(self, max_count=64, timeout=None):
         """Takes up to max_count completed AsyncArgs, waiting up to `timeout` seconds for
         the first (None: for ever; 0: not at all). Each has its results in place."""
+        _reap()
         ms = -1 if timeout is None else max(0, int(timeout * 1000))
         out = (ARGS_P * max_count)()
         n = lib.sock_cq_wait(self._handle(), out, max_count, ms)
@@ -521,6 +525,8 @@ class Socket:
     def __del__(self):
         handle, self._h = getattr(self, "_h", None), None
         if handle is not None:
+            # As Python's own socket does; the repr must not call the library here.
+            warnings.warn(f"unfreed sockasync.Socket at {self._address:#x}", ResourceWarning, source=self)
             _bury(lib.sock_free, handle)
 
     def __repr__(self):

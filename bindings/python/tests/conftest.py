@@ -70,20 +70,24 @@ def plain_listener():
         yield listener
 
 
-@pytest.fixture
-def connected(plain_listener):
+def connect_to(plain_listener):
     """(binding socket, Python socket) connected to each other over loopback."""
-    host, port = plain_listener.getsockname()
     sock = sockasync.Socket()
     done = Completions()
     with sockasync.AsyncArgs(done) as args:
-        args.remote_endpoint = (host, port)
+        args.remote_endpoint = plain_listener.getsockname()
         if sock.connect_async(args):
             done.wait()
         assert args.socket_error == sockasync.SocketError.SUCCESS
     plain_listener.settimeout(WAIT)
     peer, _ = plain_listener.accept()
     peer.settimeout(WAIT)
+    return sock, peer
+
+
+@pytest.fixture
+def connected(plain_listener):
+    sock, peer = connect_to(plain_listener)
     yield sock, peer
     sock.free()
     peer.close()

@@ -9,9 +9,10 @@ import threading
 import weakref
 
 import pytest
-from conftest import WAIT, Completions, pinned
+from conftest import WAIT, Completions, connect_to, pinned
 
 import sockasync
+from sockasync._native import lib
 from sockasync import AsyncOperation, SocketError
 
 
@@ -274,3 +275,27 @@ def test_a_buffer_list_gathers_and_scatters(connected, completions):
         assert not sock.receive_async(args)
         assert args.bytes_transferred == 6
         assert (bytes(first), bytes(second)) == (b"uv", b"wxyz")
+
+
+def test_a_socket_left_to_the_collector_warns_and_is_freed_at_the_next_call(plain_listener):
+    sock, peer = connect_to(plain_listener)
+    with peer:
+        with pytest.warns(ResourceWarning, match="unfreed sockasync.Socket"):
+            del sock
+            gc.collect()
+        # Not inside the finalizer (it would overwrite this thread's last status): the
+        # next call into the binding frees it, and the peer sees the close.
+        sockasync.AsyncArgs().free()
+        assert peer.recv(1) == b""
+
+
+def test_finalizers_leave_the_threads_last_status_alone():
+    # A rejection's status must survive a garbage collection that runs before it is read.
+    doomed = [sockasync.Socket(), sockasync.AsyncArgs(), sockasync.CompletionQueue()]
+    doomed.append(doomed)  # a cycle: only the cyclic collector frees it
+    with sockasync.Socket() as s:
+        assert not lib.sock_bind(s._handle(), b"not an endpoint")
+        with pytest.warns(ResourceWarning):
+            del doomed
+            assert gc.collect() > 0
+        assert lib.sock_last_status() == sockasync.Status.INVALID_ARGUMENT

@@ -1,6 +1,6 @@
-"""The example against a server this project did not write: `python3 -m http.server` serves
-a file from a temporary directory, examples/http_get.py fetches it with a hand-written GET,
-and the bytes must be the file's."""
+"""The examples run. http_get.py against a server this project did not write:
+`python3 -m http.server` serves a file from a temporary directory, the example fetches it
+with a hand-written GET, and the bytes must be the file's. hello.py is the README's."""
 
 import os
 import re
@@ -57,3 +57,13 @@ def test_the_example_reports_a_missing_file(http_server):
     result = fetch(f"http://127.0.0.1:{port}/not-there")
     assert result.returncode == 1
     assert b"status 404" in result.stderr
+
+
+def test_the_readme_example_runs():
+    result = subprocess.run(
+        [sys.executable, str(PACKAGE_ROOT / "examples" / "hello.py")],
+        capture_output=True, text=True, timeout=WAIT * 3,
+        env={**os.environ, "PYTHONPATH": str(PACKAGE_ROOT)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "b'hello'\n"
