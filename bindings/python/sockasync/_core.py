@@ -207,17 +207,58 @@ def _check_status():
         raise last_exception()
 
 
+# --- handles -----------------------------------------------------------------------------
+
+
+class _Owned:
+    """A library object the caller owns: `free()`, `with`, and a finalizer that defers the
+    free to the next call into the binding (see `_bury`)."""
+
+    _h = None  # also what a constructor that raised leaves for __del__
+    _free_native = None  # the library's free function for this type
+
+    def _handle(self):
+        if self._h is None:
+            raise ObjectDisposedError(f"the {type(self).__name__} was freed", Status.DISPOSED)
+        return self._h
+
+    def free(self):
+        handle, self._h = self._h, None
+        if handle is not None:
+            self._free_native(handle)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.free()
+
+    def __del__(self):
+        handle, self._h = self._h, None
+        if handle is not None:
+            self._abandoned()
+            _bury(self._free_native, handle)
+
+    def _abandoned(self):
+        pass
+
+
 # --- args --------------------------------------------------------------------------------
 
 
-class AsyncArgs:
+class AsyncArgs(_Owned):
     """.NET's SocketAsyncEventArgs: an operation's buffer, endpoint and flags, and its results.
 
     With `callback`, a pending operation calls callback(socket, args) once, on a library
     thread (the reactor, or a pool worker). With `queue`, it is posted to that
     CompletionQueue instead. An operation that completes at once (the start returned False)
     calls nothing: its results are in the args when the start returns.
+
+    `free()` is safe while an operation is in flight: that one still completes (its buffer
+    stays alive until then), but no new one may start.
     """
+
+    _free_native = lib.sock_args_free
 
     def __init__(self, callback=None, *, queue=None):
         if callback is not None and queue is not None:
@@ -240,11 +281,6 @@ class AsyncArgs:
         if not handle:
             raise last_exception()
         self._h = handle
-
-    def _handle(self):
-        if self._h is None:
-            raise ObjectDisposedError("the AsyncArgs was freed", Status.DISPOSED)
-        return self._h
 
     # buffers -----------------------------------------------------------------------------
 
@@ -347,33 +383,15 @@ class AsyncArgs:
             self._accepted = Socket._adopt(handle)
         return self._accepted
 
-    # lifetime ----------------------------------------------------------------------------
-
-    def free(self):
-        """Releases the args. Safe while an operation is in flight: that one still
-        completes (its buffer stays alive until then), but no new one may start."""
-        handle, self._h = self._h, None
-        if handle is not None:
-            lib.sock_args_free(handle)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.free()
-
-    def __del__(self):
-        handle, self._h = getattr(self, "_h", None), None
-        if handle is not None:
-            _bury(lib.sock_args_free, handle)
-
 
 # --- completion queue --------------------------------------------------------------------
 
 
-class CompletionQueue:
+class CompletionQueue(_Owned):
     """sock_cq: completions of AsyncArgs(queue=...) wait here to be taken, with wait() from
     any thread or by watching fileno() in an event loop (the asyncio layer does that)."""
+
+    _free_native = lib.sock_cq_free
 
     def __init__(self):
         _reap()
@@ -381,11 +399,6 @@ class CompletionQueue:
         if not handle:
             raise last_exception()
         self._h = handle
-
-    def _handle(self):
-        if self._h is None:
-            raise ObjectDisposedError("the CompletionQueue was freed", Status.DISPOSED)
-        return self._h
 
     def fileno(self):
         return lib.sock_cq_fd(self._handle())
@@ -406,31 +419,18 @@ class CompletionQueue:
                 done.append(args)
         return done
 
-    def free(self):
-        handle, self._h = self._h, None
-        if handle is not None:
-            lib.sock_cq_free(handle)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.free()
-
-    def __del__(self):
-        handle, self._h = getattr(self, "_h", None), None
-        if handle is not None:
-            _bury(lib.sock_cq_free, handle)
-
 
 # --- socket ------------------------------------------------------------------------------
 
 
-class Socket:
+class Socket(_Owned):
     """.NET's Socket. Raw operations follow the C contract: `sock.receive_async(args)`
     returns True (pending: the args' callback or queue gets the completion) or False
     (completed now, results in args), and raises on rejection. The coroutines
-    (`await sock.receive(n)`, ...) use the running asyncio loop's completion queue."""
+    (`await sock.receive(n)`, ...) use the running asyncio loop's completion queue.
+    `free()` closes it first."""
+
+    _free_native = lib.sock_free
 
     def __init__(
         self,
@@ -469,11 +469,6 @@ class Socket:
             fd.detach()
         return cls._adopt(handle)
 
-    def _handle(self):
-        if self._h is None:
-            raise ObjectDisposedError("the Socket was freed", Status.DISPOSED)
-        return self._h
-
     def fileno(self):
         fd = lib.sock_fd(self._handle())
         if fd < 0:
@@ -510,24 +505,9 @@ class Socket:
         if self._h is not None:
             lib.sock_close(self._h)
 
-    def free(self):
-        """Closes the socket and releases the handle."""
-        handle, self._h = self._h, None
-        if handle is not None:
-            lib.sock_free(handle)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.free()
-
-    def __del__(self):
-        handle, self._h = getattr(self, "_h", None), None
-        if handle is not None:
-            # As Python's own socket does; the repr must not call the library here.
-            warnings.warn(f"unfreed sockasync.Socket at {self._address:#x}", ResourceWarning, source=self)
-            _bury(lib.sock_free, handle)
+    def _abandoned(self):
+        # As Python's own socket does; the repr must not call the library here.
+        warnings.warn(f"unfreed sockasync.Socket at {self._address:#x}", ResourceWarning, source=self)
 
     def __repr__(self):
         if self._h is None:
