@@ -8,15 +8,17 @@
 //! that need them take. Results are atomics so a getter racing a completion reads a value,
 //! not torn memory.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicI16, AtomicPtr, AtomicU8, AtomicU16, AtomicUsize, Ordering,
+};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::cq::CompletionQueue;
 use super::endpoint::Endpoint;
-use super::op::Finished;
+use super::op::{ConnectPhase, Finished};
 use super::socket::Socket;
 use super::sys::RawBuf;
-use crate::error::{AsyncOperation, Reject, SocketFlags, Status};
+use crate::error::{AsyncOperation, Reject, SocketError, SocketFlags, Status};
 
 /// A closure called once per pending operation, on the reactor thread, after the results
 /// are in place.
@@ -82,15 +84,30 @@ pub struct Snapshot {
     pub payload: Payload,
 }
 
-#[derive(Default)]
 struct Extra {
     list: Option<Arc<[RawBuf]>>,
+    /// Where a list send that would block left off: (bytes done, entry, bytes into it).
+    list_cursor: Option<(usize, usize, usize)>,
     endpoint: Option<Endpoint>,
+    connect_phase: ConnectPhase,
     /// The socket the last accept produced, until the caller reads it: then its reference
     /// goes to the caller (`handed_out` remembers the handle for repeated reads). One never
     /// read is closed when the args start another accept or are dropped, so it cannot leak.
     accepted: Option<Arc<Socket>>,
     handed_out: usize,
+}
+
+impl Default for Extra {
+    fn default() -> Extra {
+        Extra {
+            list: None,
+            list_cursor: None,
+            endpoint: None,
+            connect_phase: ConnectPhase::Start,
+            accepted: None,
+            handed_out: 0,
+        }
+    }
 }
 
 pub struct Args {
@@ -109,11 +126,39 @@ pub struct Args {
     extra: Mutex<Option<Box<Extra>>>,
 
     bytes_transferred: AtomicUsize,
-    socket_error: AtomicI32,
-    last_operation: AtomicI32,
-    /// SocketFlags: the next operation's input; after a completion, what it reported.
-    flags: AtomicI32,
+    /// Narrow on purpose (every SocketError fits 16 bits, every operation 8): with the flags
+    /// above they share one word, which keeps the args in a smaller allocator size class.
+    socket_error: AtomicI16,
+    last_operation: AtomicU8,
+    /// SocketFlags (they fit 16 bits): the next operation's input; after a completion, what
+    /// it reported.
+    flags: AtomicU16,
+    #[cfg(debug_assertions)]
+    generations: Generations,
 }
+
+/// Debug builds number each operation started on an args object and check that a pending
+/// one completes as the operation it was (not a stale one from before a reuse) and is
+/// delivered once: a second callback, or one for an older operation, is a bug the tests
+/// must see (a panic on the reactor thread aborts debug builds).
+#[cfg(debug_assertions)]
+#[derive(Default)]
+struct Generations {
+    started: std::sync::atomic::AtomicU64,
+    delivered: std::sync::atomic::AtomicU64,
+}
+
+// The results' narrow fields hold every value they are given.
+const _: () = {
+    let mut i = 0;
+    while i < SocketError::ALL.len() {
+        let code = SocketError::ALL[i] as i32;
+        assert!(code >= i16::MIN as i32 && code <= i16::MAX as i32);
+        i += 1;
+    }
+    assert!(AsyncOperation::SendTo as i32 <= u8::MAX as i32);
+    assert!(SocketFlags::ALL as u32 <= u16::MAX as u32);
+};
 
 #[cold]
 fn freed() -> Reject {
@@ -165,9 +210,11 @@ impl Args {
             has_endpoint: AtomicBool::new(false),
             extra: Mutex::new(None),
             bytes_transferred: AtomicUsize::new(0),
-            socket_error: AtomicI32::new(0),
-            last_operation: AtomicI32::new(AsyncOperation::None as i32),
-            flags: AtomicI32::new(0),
+            socket_error: AtomicI16::new(0),
+            last_operation: AtomicU8::new(AsyncOperation::None as u8),
+            flags: AtomicU16::new(0),
+            #[cfg(debug_assertions)]
+            generations: Generations::default(),
         }
     }
 
@@ -240,7 +287,10 @@ impl Args {
     pub fn set_buffer_list(&self, list: Option<Vec<RawBuf>>) -> Result<(), Reject> {
         let _owned = self.configure()?;
         let Some(list) = list else {
-            self.with_existing_extra(|e| e.list = None);
+            self.with_existing_extra(|e| {
+                e.list = None;
+                e.list_cursor = None;
+            });
             self.has_list.store(false, Ordering::Relaxed);
             return Ok(());
         };
@@ -266,7 +316,10 @@ impl Args {
                 ));
             }
         }
-        self.with_extra(|e| e.list = Some(list.into()));
+        self.with_extra(|e| {
+            e.list = Some(list.into());
+            e.list_cursor = None;
+        });
         self.has_list.store(true, Ordering::Relaxed);
         Ok(())
     }
@@ -307,11 +360,27 @@ impl Args {
     }
 
     pub fn socket_error(&self) -> i32 {
-        self.socket_error.load(Ordering::Acquire)
+        self.socket_error.load(Ordering::Acquire).into()
     }
 
     pub fn last_operation(&self) -> i32 {
-        self.last_operation.load(Ordering::Acquire)
+        self.last_operation.load(Ordering::Acquire).into()
+    }
+
+    /// The operation that owns the args (the one last started), for its attempts.
+    #[inline]
+    pub fn operation(&self) -> AsyncOperation {
+        use AsyncOperation::*;
+        match self.last_operation.load(Ordering::Relaxed) {
+            x if x == Accept as u8 => Accept,
+            x if x == Connect as u8 => Connect,
+            x if x == Disconnect as u8 => Disconnect,
+            x if x == Receive as u8 => Receive,
+            x if x == Send as u8 => Send,
+            x if x == SendTo as u8 => SendTo,
+            x if x == ReceiveFrom as u8 => ReceiveFrom,
+            _ => None,
+        }
     }
 
     /// `sock_args_set_flags`: SocketFlags for the next operations.
@@ -323,24 +392,24 @@ impl Args {
                  Truncated (0x100) and ControlDataTruncated (0x200)"
             )));
         }
-        self.flags.store(flags, Ordering::Relaxed);
+        self.flags.store(flags as u16, Ordering::Relaxed);
         Ok(())
     }
 
     pub fn flags(&self) -> i32 {
-        self.flags.load(Ordering::Acquire)
+        self.flags.load(Ordering::Acquire).into()
     }
 
     /// Whether the next operation passes the kernel any flags (the fast paths do not).
     #[inline]
     pub fn has_input_flags(&self) -> bool {
-        SocketFlags::to_system(self.flags.load(Ordering::Relaxed)) != 0
+        self.flags.load(Ordering::Relaxed) & SocketFlags::INPUT as u16 != 0
     }
 
     /// The MSG_* bits for an operation starting on the claimed args.
     #[inline]
     pub fn system_flags(&self) -> i32 {
-        SocketFlags::to_system(self.flags.load(Ordering::Relaxed))
+        SocketFlags::to_system(self.flags.load(Ordering::Relaxed).into())
     }
 
     /// The endpoint set, or the sender the last receive-from recorded: where a send-to goes,
@@ -497,6 +566,39 @@ impl Args {
         }
     }
 
+    /// The cursor a list send left at `done` bytes, if it left one there.
+    pub fn list_cursor(&self, done: usize) -> Option<(usize, usize)> {
+        let extra = self.extra();
+        match extra.as_ref()?.list_cursor {
+            Some((at, index, skip)) if at == done => Some((index, skip)),
+            _ => None,
+        }
+    }
+
+    pub fn save_list_cursor(&self, done: usize, index: usize, skip: usize) {
+        self.with_existing_extra(|e| e.list_cursor = Some((done, index, skip)));
+    }
+
+    /// A connect starts from the beginning (its args have an endpoint, so extras).
+    pub fn start_connect(&self) {
+        self.set_connect_phase(ConnectPhase::Start);
+    }
+
+    pub fn set_connect_phase(&self, phase: ConnectPhase) {
+        self.with_extra(|e| e.connect_phase = phase);
+    }
+
+    /// The connect's phase and endpoint.
+    pub fn connect_state(&self) -> (ConnectPhase, Endpoint) {
+        self.with_extra(|e| {
+            let endpoint = e
+                .endpoint
+                .clone()
+                .expect("a connect's args have an endpoint (checked)");
+            (e.connect_phase, endpoint)
+        })
+    }
+
     /// Gives the args back untouched after `begin` (a check failed after all).
     pub fn abandon(&self) {
         self.state.store(IDLE, Ordering::Release);
@@ -507,11 +609,38 @@ impl Args {
     /// values until this one completes.
     #[inline]
     pub fn started(&self, operation: AsyncOperation) {
+        #[cfg(debug_assertions)]
+        self.generations.started.fetch_add(1, Ordering::Relaxed);
         self.last_operation
-            .store(operation as i32, Ordering::Relaxed);
+            .store(operation as u8, Ordering::Relaxed);
         if operation == AsyncOperation::Accept {
             self.drop_accepted();
         }
+    }
+
+    /// The number of the operation last started (debug builds).
+    #[cfg(debug_assertions)]
+    pub fn generation(&self) -> u64 {
+        self.generations.started.load(Ordering::Relaxed)
+    }
+
+    /// A pending operation numbered `generation` is about to complete: it must be the args'
+    /// current operation, and delivered for the first time.
+    #[cfg(debug_assertions)]
+    pub fn check_delivery(&self, generation: u64) {
+        let current = self.generation();
+        assert_eq!(
+            generation, current,
+            "a completion for operation {generation} of args now on operation {current}"
+        );
+        let previous = self
+            .generations
+            .delivered
+            .swap(generation, Ordering::Relaxed);
+        assert!(
+            previous < generation,
+            "operation {generation} delivered twice (last delivered: {previous})"
+        );
     }
 
     /// Stores the results and makes the args reusable.
@@ -520,8 +649,8 @@ impl Args {
         self.bytes_transferred
             .store(finished.bytes, Ordering::Relaxed);
         self.socket_error
-            .store(finished.error as i32, Ordering::Relaxed);
-        self.flags.store(finished.flags, Ordering::Relaxed);
+            .store(finished.error as i16, Ordering::Relaxed);
+        self.flags.store(finished.flags as u16, Ordering::Relaxed);
         if finished.accepted.is_some() {
             self.with_extra(|e| e.accepted = finished.accepted);
         }

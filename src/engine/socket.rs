@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::args::{Args, Shape, Snapshot};
 use super::endpoint::{Endpoint, Family};
 use super::fd::Fd;
-use super::op::{self, Attempt, Connect, ConnectPhase, Finished, Kind, Pending, Transfer};
+use super::op::{self, Attempt, Finished, Pending};
 use super::queue::{Direction, OpQueue};
 use super::reactor::Reactor;
 use super::runtime;
@@ -535,7 +535,7 @@ impl Socket {
             Ok(())
         };
         self.begin(args, Some(check), false)?;
-        self.read.start(self, args, Kind::Accept)
+        self.read.start(self, args, AsyncOperation::Accept)
     }
 
     pub fn connect_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
@@ -569,17 +569,10 @@ impl Socket {
             }
             Ok(())
         };
-        let snapshot = self.begin(args, Some(check), true)?;
-        let Some(endpoint) = snapshot.shape.endpoint else {
-            unreachable!("checked by begin");
-        };
+        self.begin(args, Some(check), true)?;
+        args.start_connect();
         self.phase.store(CONNECTING, Ordering::Release);
-        let kind = Kind::Connect(Box::new(Connect {
-            addr: endpoint,
-            phase: ConnectPhase::Start,
-            then: Transfer::new(snapshot.payload, args.system_flags()),
-        }));
-        let started = self.write.start(self, args, kind);
+        let started = self.write.start(self, args, AsyncOperation::Connect);
         if started.is_err() {
             self.phase.store(FRESH, Ordering::Release);
         }
@@ -632,15 +625,10 @@ impl Socket {
     /// not (yet) connected, and a send queue someone else owns, which it must queue behind.
     #[inline(never)]
     fn send_queued(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
-        let payload = args.claimed_payload();
         if self.never_connected() {
             return Ok(self.finish_now(args, AsyncOperation::Send, SocketError::NotConnected));
         }
-        self.write.start(
-            self,
-            args,
-            Kind::Send(Transfer::new(payload, args.system_flags())),
-        )
+        self.write.start(self, args, AsyncOperation::Send)
     }
 
     /// The fast path's send did not finish at once: `done` bytes went out, then the kernel
@@ -652,22 +640,15 @@ impl Socket {
         args: &Arc<Args>,
         done: usize,
         errno: i32,
-        observed: u64,
+        observed: u32,
     ) -> bool {
-        // The fast path runs only without flags.
-        let mut transfer = Transfer::new(args.claimed_payload(), 0);
-        transfer.advance_single(done);
+        let mut done = done;
         let attempt = match errno {
-            0 => {
-                let mut kind = Kind::Send(transfer);
-                let attempt = kind.attempt(self, args);
-                return self.write.settle_owned(self, args, kind, observed, attempt);
-            }
+            0 => op::attempt(self, args, &mut done),
             libc::EAGAIN => Attempt::WouldBlock,
             errno => Attempt::Done(Finished::failed(0, SocketError::from_errno(errno))),
         };
-        self.write
-            .settle_owned(self, args, Kind::Send(transfer), observed, attempt)
+        self.write.settle_owned(self, args, done, observed, attempt)
     }
 
     /// A receive: with the receive queue idle, the first attempt is made straight away, as
@@ -689,7 +670,7 @@ impl Socket {
         let Some(observed) = claimed else {
             // Datagram receives, and a queue someone owns: the general path.
             drop(fd);
-            return self.read.start(self, args, Kind::Receive(payload, flags));
+            return self.read.start(self, args, AsyncOperation::Receive);
         };
         args.started(AsyncOperation::Receive);
         let attempt = op::receive(fd.raw(), &payload, flags);
@@ -700,13 +681,11 @@ impl Socket {
                 args.finish(finished);
                 Ok(false)
             }
-            Attempt::WouldBlock => Ok(self.read.settle_owned(
-                self,
-                args,
-                Kind::Receive(payload, flags),
-                observed,
-                Attempt::WouldBlock,
-            )),
+            Attempt::WouldBlock => {
+                Ok(self
+                    .read
+                    .settle_owned(self, args, 0, observed, Attempt::WouldBlock))
+            }
         }
     }
 
@@ -721,9 +700,8 @@ impl Socket {
             };
             s.check_family(endpoint)
         };
-        let snapshot = self.begin(args, Some(check), true)?;
-        let transfer = Transfer::new(snapshot.payload, args.system_flags());
-        self.write.start(self, args, Kind::SendTo(transfer))
+        self.begin(args, Some(check), true)?;
+        self.write.start(self, args, AsyncOperation::SendTo)
     }
 
     /// A datagram and its sender (`sock_receive_from_async`).
@@ -739,10 +717,8 @@ impl Socket {
             }
             Ok(())
         };
-        let snapshot = self.begin(args, Some(check), false)?;
-        let flags = args.system_flags();
-        self.read
-            .start(self, args, Kind::ReceiveFrom(snapshot.payload, flags))
+        self.begin(args, Some(check), false)?;
+        self.read.start(self, args, AsyncOperation::ReceiveFrom)
     }
 
     fn check_datagram(&self, what: &str) -> Result<(), Reject> {
@@ -763,7 +739,7 @@ impl Socket {
     pub fn disconnect_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
         self.check_open()?;
         args.begin_io()?;
-        self.write.start(self, args, Kind::Disconnect)
+        self.write.start(self, args, AsyncOperation::Disconnect)
     }
 
     /// A stream socket that never connected (and is not connecting): .NET completes sends
