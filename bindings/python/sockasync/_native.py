@@ -101,9 +101,12 @@ SIGNATURES = {
 
 
 def _build_tree_candidates():
-    # bindings/python/sockasync/_native.py -> the repository root is three levels up.
-    root = Path(__file__).resolve().parents[3]
-    return [root / "target" / "release" / "libsockasync.so"]
+    # bindings/python/sockasync/_native.py: the repository root is three levels up. An
+    # installed copy has no build tree above it; the candidate then fails to load, harmlessly.
+    parents = Path(__file__).resolve().parents
+    if len(parents) < 4:
+        return []
+    return [parents[3] / "target" / "release" / "libsockasync.so"]
 
 
 def candidates():
