@@ -184,7 +184,9 @@ def _endpoint_text(endpoint):
         endpoint = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if isinstance(endpoint, str):
         return endpoint.encode("utf-8")
-    return bytes(endpoint)
+    if isinstance(endpoint, bytes):
+        return endpoint
+    raise TypeError(f"an endpoint is text or a (host, port) tuple, not {type(endpoint).__name__}")
 
 
 def _read_endpoint(fn, handle):

@@ -53,12 +53,14 @@ def completions():
 
 
 def run(coro):
-    """Runs a coroutine on a fresh loop, failing instead of hanging."""
+    """Runs a coroutine on a fresh loop, failing instead of hanging. In asyncio's debug mode,
+    which raises if a future is resolved from a thread other than the loop's: the binding's
+    awaits must never be completed from a library thread."""
 
     async def bounded():
         return await asyncio.wait_for(coro, WAIT)
 
-    return asyncio.run(bounded())
+    return asyncio.run(bounded(), debug=True)
 
 
 @pytest.fixture

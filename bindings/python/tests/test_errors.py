@@ -91,6 +91,12 @@ def test_socket_error_is_socket_exception_with_code_and_errno():
     assert "AddressAlreadyInUse" in str(exc) or "ADDRESS_ALREADY_IN_USE" in str(exc)
 
 
+def test_an_endpoint_of_the_wrong_type_is_a_type_error():
+    with sockasync.Socket() as s:
+        with pytest.raises(TypeError):
+            s.bind(8080)
+
+
 def test_an_unknown_option_is_argument_error():
     with sockasync.Socket() as s:
         with pytest.raises(sockasync.ArgumentError):
