@@ -18,16 +18,23 @@ listener = socket.socket()
 listener.bind(("127.0.0.1", 0))
 listener.listen(1)
 sock = sockasync.Socket()
+
+def connect():
+    import threading
+    connected = threading.Event()
+    args = sockasync.AsyncArgs(lambda s, a: connected.set())
+    args.remote_endpoint = listener.getsockname()
+    if sock.connect_async(args):
+        connected.wait()
+    assert args.socket_error == sockasync.SocketError.SUCCESS
+    return listener.accept()[0]
 """.format(root=str(PACKAGE_ROOT))
 
 RAW_PENDING = """
 def on_done(_sock, args):
     print("completed:", args.socket_error.name, flush=True)
 
-connect = sockasync.AsyncArgs()
-connect.remote_endpoint = listener.getsockname()
-assert not sock.connect_async(connect) or True
-peer, _ = listener.accept()
+peer = connect()
 receive = sockasync.AsyncArgs(on_done)
 receive.set_buffer(bytearray(16))
 assert sock.receive_async(receive)
@@ -48,6 +55,23 @@ loop = asyncio.new_event_loop()
 loop.run_until_complete(start())
 peer, _ = listener.accept()
 print("exiting with a receive pending", flush=True)
+"""
+
+CALLBACK_RUNNING = """
+import threading
+started = threading.Event()
+
+def slow(_sock, args):
+    started.set()
+    threading.Event().wait(0.3)  # the work of a slow callback, still running at exit
+    print("callback finished:", args.socket_error.name, flush=True)
+
+peer = connect()
+receive = sockasync.AsyncArgs(slow)
+assert sock.receive_async(receive)
+peer.sendall(b"go")
+started.wait()
+print("exiting while a callback runs", flush=True)
 """
 
 WAITER_BLOCKED = """
@@ -91,6 +115,16 @@ def test_exit_with_a_pending_asyncio_receive():
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["exiting with a receive pending"]
     assert "Traceback" not in result.stderr and "Fatal" not in result.stderr
+
+
+def test_exit_while_a_callback_runs_waits_for_it():
+    result = run_script(CALLBACK_RUNNING)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "exiting while a callback runs",
+        "callback finished: SUCCESS",  # the shutdown at exit waited for it
+    ]
+    assert result.stderr == ""
 
 
 def test_exit_with_a_thread_blocked_in_a_queue_wait():
