@@ -165,3 +165,11 @@ def test_names_come_from_the_library():
         assert sockasync.error_name(code).lower() == code.name.replace("_", "").lower()
     for status in enums.Status:
         assert sockasync.status_name(status).lower() == status.name.replace("_", "").lower()
+
+
+def test_the_package_version_is_the_librarys():
+    from conftest import PACKAGE_ROOT
+
+    pyproject = (PACKAGE_ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1) == sockasync.__version__
+    assert sockasync.__version__ == sockasync.version()
