@@ -2,6 +2,8 @@
 a library thread) or False (done now, results in the args), and raise when rejected."""
 
 import ctypes
+import hashlib
+import os
 import gc
 import logging
 import select
@@ -296,3 +298,25 @@ def test_finalizers_leave_the_threads_last_status_alone():
             del doomed
             assert gc.collect() > 0
         assert lib.sock_last_status() == sockasync.Status.INVALID_ARGUMENT
+
+
+def test_a_pending_send_keeps_its_bytes_alive_after_the_caller_drops_them(connected, completions):
+    sock, peer = connected
+    size = 8 << 20  # far more than loopback buffers hold: the send must go pending
+    data = os.urandom(size)
+    digest = hashlib.sha256(data).digest()
+    args = sockasync.AsyncArgs(completions)
+    args.set_buffer(data)
+    assert sock.send_async(args) is True
+    del data, args  # the pending send alone holds them now
+    gc.collect()
+    received = hashlib.sha256()
+    total = 0
+    while total < size:
+        chunk = peer.recv(1 << 20)
+        assert chunk
+        received.update(chunk)
+        total += len(chunk)
+    (done,) = completions.wait()
+    assert done["error"] == SocketError.SUCCESS and done["bytes"] == size
+    assert received.digest() == digest
