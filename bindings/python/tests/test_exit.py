@@ -74,6 +74,21 @@ started.wait()
 print("exiting while a callback runs", flush=True)
 """
 
+RAISING_CALLBACK = """
+import threading
+raised = threading.Event()
+
+def explode(_sock, _args):
+    raised.set()
+    raise ValueError("nobody configured logging")
+
+peer = connect()
+receive = sockasync.AsyncArgs(explode)
+assert sock.receive_async(receive)
+peer.sendall(b"!")
+raised.wait()
+"""
+
 WAITER_BLOCKED = """
 import threading
 queue = sockasync.CompletionQueue()
@@ -125,6 +140,14 @@ def test_exit_while_a_callback_runs_waits_for_it():
         "callback finished: SUCCESS",  # the shutdown at exit waited for it
     ]
     assert result.stderr == ""
+
+
+def test_without_logging_configured_a_callback_exception_still_reaches_stderr():
+    result = run_script(RAISING_CALLBACK)
+    assert result.returncode == 0, result.stderr
+    assert "exception in a sockasync completion callback" in result.stderr
+    assert "Traceback" in result.stderr
+    assert "ValueError: nobody configured logging" in result.stderr
 
 
 def test_exit_with_a_thread_blocked_in_a_queue_wait():
