@@ -65,7 +65,8 @@ async def _run(sock, start, prepare, operation, result):
             try:
                 await waiter
             except asyncio.CancelledError:
-                # Still in flight: the args stay pinned until the abort is posted.
+                # Maybe still in flight: not freed here, the args stay pinned until the
+                # abort (or the completion already queued) is taken from the queue.
                 freed = False
                 sock.close()
                 raise
