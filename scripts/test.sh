@@ -3,7 +3,8 @@
 #   bash scripts/test.sh
 # Gates (rustfmt, clippy, header freshness), the Rust tests, the C tests against the
 # committed header and the built .so (plain, under valgrind memcheck, and with ASan+UBSan),
-# and the C examples talking to each other. Ends with one "N passed, N failed" line.
+# the C examples talking to each other, and the Python binding's pytest suite (which also
+# fetches a file from python3 -m http.server). Ends with one "N passed, N failed" line.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/tools.sh test || exit 1
@@ -76,6 +77,14 @@ step "C examples: echo demo" bash examples-c/run-demo.sh
 step "C examples: echo demo under valgrind" env DEMO_WRAP="${VALGRIND[*]}" bash examples-c/run-demo.sh
 step "C examples: echo demo with ASan+UBSan" env DEMO_SAN=1 \
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 bash examples-c/run-demo.sh
+
+# The build tree's library, not one installed under a soname. No cache or bytecode is
+# written into the tree. pytest's last line ("N passed, N failed in Ts") is the count.
+PYTEST=(env SOCKASYNC_LIB="$PWD/target/release/libsockasync.so" PYTHONDONTWRITEBYTECODE=1
+  timeout 300 python3 -m pytest -q -p no:cacheprovider bindings/python/tests)
+step "Python binding: pytest" "${PYTEST[@]}"
+step "Python binding: pytest with 2 reactor threads and Pool dispatch" \
+  env SOCKASYNC_REACTOR_THREADS=2 SOCKASYNC_DISPATCH=pool "${PYTEST[@]}"
 
 echo
 echo "all: $passed passed, $failed failed"

@@ -8,16 +8,18 @@
 //! that need them take. Results are atomics so a getter racing a completion reads a value,
 //! not torn memory.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicI16, AtomicPtr, AtomicU8, AtomicU16, AtomicUsize, Ordering,
+};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::cq::CompletionQueue;
 use super::endpoint::Endpoint;
-use super::op::Finished;
-use super::packets::Packet;
+use super::op::{ConnectPhase, Finished};
+use super::packets::{Packet, SendPackets};
 use super::socket::Socket;
 use super::sys::RawBuf;
-use crate::error::{AsyncOperation, Reject, SocketFlags, Status};
+use crate::error::{AsyncOperation, Reject, SocketError, SocketFlags, Status};
 
 /// A closure called once per pending operation, on the reactor thread, after the results
 /// are in place.
@@ -37,12 +39,15 @@ enum Notify {
     Queue(Arc<CompletionQueue>),
 }
 
+/// The buffer-list mark in the flags word (above every SocketFlags bit).
+const LIST: u16 = 0x8000;
+
 const IDLE: u8 = 0;
 const CONFIGURING: u8 = 1;
 const IN_FLIGHT: u8 = 2;
 
 /// What an operation needs to know about the args' configuration to validate itself, read
-/// without owning the args (racy but memory-safe), then again from the owned snapshot.
+/// without owning the args (racy but memory-safe), then again once it owns them.
 #[derive(Clone, Debug, Default)]
 pub struct Shape {
     pub has_buffer: bool,
@@ -77,16 +82,12 @@ impl Payload {
     }
 }
 
-/// The configuration an operation starts with, copied out when the args are taken.
-pub struct Snapshot {
-    pub shape: Shape,
-    pub payload: Payload,
-}
-
-#[derive(Default)]
 struct Extra {
     list: Option<Arc<[RawBuf]>>,
+    /// Where a list send that would block left off: (bytes done, entry, bytes into it).
+    list_cursor: Option<(usize, usize, usize)>,
     endpoint: Option<Endpoint>,
+    connect_phase: ConnectPhase,
     /// The socket the last accept produced, until the caller reads it: then its reference
     /// goes to the caller (`handed_out` remembers the handle for repeated reads). One never
     /// read is closed when the args start another accept or are dropped, so it cannot leak.
@@ -95,6 +96,25 @@ struct Extra {
     /// The send-packets elements; an operation starting takes a reference and opens its
     /// files from them.
     packets: Option<Arc<[Packet]>>,
+    /// The send-packets in flight: its open files and where it stands. Set when it starts,
+    /// taken out for each attempt and dropped when it ends, so files it opened are closed
+    /// before its results are stored. Boxed: rare, and larger than the rest of the extras.
+    send_packets: Option<Box<SendPackets>>,
+}
+
+impl Default for Extra {
+    fn default() -> Extra {
+        Extra {
+            list: None,
+            list_cursor: None,
+            endpoint: None,
+            connect_phase: ConnectPhase::Start,
+            accepted: None,
+            handed_out: 0,
+            packets: None,
+            send_packets: None,
+        }
+    }
 }
 
 pub struct Args {
@@ -107,17 +127,46 @@ pub struct Args {
     length: AtomicUsize,
     offset: AtomicUsize,
     count: AtomicUsize,
-    has_list: AtomicBool,
     has_endpoint: AtomicBool,
     /// Allocated on first use: sends and receives with one buffer never need it.
     extra: Mutex<Option<Box<Extra>>>,
 
     bytes_transferred: AtomicUsize,
-    socket_error: AtomicI32,
-    last_operation: AtomicI32,
-    /// SocketFlags: the next operation's input; after a completion, what it reported.
-    flags: AtomicI32,
+    /// Narrow on purpose (every SocketError fits 16 bits, every operation 8): with the flags
+    /// above they share one word, which keeps the args in a smaller allocator size class.
+    socket_error: AtomicI16,
+    last_operation: AtomicU8,
+    /// SocketFlags (they fit 16 bits): the next operation's input; after a completion, what
+    /// it reported. The top bit (`LIST`) says a buffer list is set: kept in the same word so
+    /// the fast paths learn "one plain buffer, no flags" from a single load of zero.
+    flags: AtomicU16,
+    #[cfg(debug_assertions)]
+    generations: Generations,
 }
+
+/// Debug builds number each operation started on an args object and check that a pending
+/// one completes as the operation it was (not a stale one from before a reuse) and is
+/// delivered once: a second callback, or one for an older operation, is a bug the tests
+/// must see (a panic on the reactor thread aborts debug builds).
+#[cfg(debug_assertions)]
+#[derive(Default)]
+struct Generations {
+    started: std::sync::atomic::AtomicU64,
+    delivered: std::sync::atomic::AtomicU64,
+}
+
+// The results' narrow fields hold every value they are given.
+const _: () = {
+    let mut i = 0;
+    while i < SocketError::ALL.len() {
+        let code = SocketError::ALL[i] as i32;
+        assert!(code >= i16::MIN as i32 && code <= i16::MAX as i32);
+        i += 1;
+    }
+    assert!(AsyncOperation::SendTo as i32 <= u8::MAX as i32);
+    assert!(SocketFlags::ALL as u32 <= u16::MAX as u32);
+    assert!(SocketFlags::ALL as u16 & LIST == 0);
+};
 
 #[cold]
 fn freed() -> Reject {
@@ -165,13 +214,14 @@ impl Args {
             length: AtomicUsize::new(0),
             offset: AtomicUsize::new(0),
             count: AtomicUsize::new(0),
-            has_list: AtomicBool::new(false),
             has_endpoint: AtomicBool::new(false),
             extra: Mutex::new(None),
             bytes_transferred: AtomicUsize::new(0),
-            socket_error: AtomicI32::new(0),
-            last_operation: AtomicI32::new(AsyncOperation::None as i32),
-            flags: AtomicI32::new(0),
+            socket_error: AtomicI16::new(0),
+            last_operation: AtomicU8::new(AsyncOperation::None as u8),
+            flags: AtomicU16::new(0),
+            #[cfg(debug_assertions)]
+            generations: Generations::default(),
         }
     }
 
@@ -209,7 +259,7 @@ impl Args {
             self.count.store(0, Ordering::Relaxed);
             return Ok(());
         }
-        if self.has_list.load(Ordering::Relaxed) {
+        if self.has_list() {
             return Err(Reject::invalid(
                 "a buffer list is set: clear it before setting a buffer",
             ));
@@ -244,8 +294,11 @@ impl Args {
     pub fn set_buffer_list(&self, list: Option<Vec<RawBuf>>) -> Result<(), Reject> {
         let _owned = self.configure()?;
         let Some(list) = list else {
-            self.with_existing_extra(|e| e.list = None);
-            self.has_list.store(false, Ordering::Relaxed);
+            self.with_existing_extra(|e| {
+                e.list = None;
+                e.list_cursor = None;
+            });
+            self.set_list_mark(false);
             return Ok(());
         };
         if !self.buffer.load(Ordering::Relaxed).is_null() {
@@ -270,8 +323,11 @@ impl Args {
                 ));
             }
         }
-        self.with_extra(|e| e.list = Some(list.into()));
-        self.has_list.store(true, Ordering::Relaxed);
+        self.with_extra(|e| {
+            e.list = Some(list.into());
+            e.list_cursor = None;
+        });
+        self.set_list_mark(true);
         Ok(())
     }
 
@@ -345,11 +401,28 @@ impl Args {
     }
 
     pub fn socket_error(&self) -> i32 {
-        self.socket_error.load(Ordering::Acquire)
+        self.socket_error.load(Ordering::Acquire).into()
     }
 
     pub fn last_operation(&self) -> i32 {
-        self.last_operation.load(Ordering::Acquire)
+        self.last_operation.load(Ordering::Acquire).into()
+    }
+
+    /// The operation that owns the args (the one last started), for its attempts.
+    #[inline]
+    pub fn operation(&self) -> AsyncOperation {
+        use AsyncOperation::*;
+        match self.last_operation.load(Ordering::Relaxed) {
+            x if x == Accept as u8 => Accept,
+            x if x == Connect as u8 => Connect,
+            x if x == Disconnect as u8 => Disconnect,
+            x if x == Receive as u8 => Receive,
+            x if x == Send as u8 => Send,
+            x if x == SendTo as u8 => SendTo,
+            x if x == SendPackets as u8 => SendPackets,
+            x if x == ReceiveFrom as u8 => ReceiveFrom,
+            _ => None,
+        }
     }
 
     /// `sock_args_set_flags`: SocketFlags for the next operations.
@@ -361,24 +434,30 @@ impl Args {
                  Truncated (0x100) and ControlDataTruncated (0x200)"
             )));
         }
-        self.flags.store(flags, Ordering::Relaxed);
+        let list = self.flags.load(Ordering::Relaxed) & LIST;
+        self.flags.store(flags as u16 | list, Ordering::Relaxed);
         Ok(())
     }
 
     pub fn flags(&self) -> i32 {
-        self.flags.load(Ordering::Acquire)
+        (self.flags.load(Ordering::Acquire) & !LIST).into()
     }
 
-    /// Whether the next operation passes the kernel any flags (the fast paths do not).
-    #[inline]
-    pub fn has_input_flags(&self) -> bool {
-        SocketFlags::to_system(self.flags.load(Ordering::Relaxed)) != 0
+    fn has_list(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & LIST != 0
+    }
+
+    /// Under `configure`, the only writer of the mark.
+    fn set_list_mark(&self, list: bool) {
+        let flags = self.flags.load(Ordering::Relaxed) & !LIST;
+        self.flags
+            .store(if list { flags | LIST } else { flags }, Ordering::Relaxed);
     }
 
     /// The MSG_* bits for an operation starting on the claimed args.
     #[inline]
     pub fn system_flags(&self) -> i32 {
-        SocketFlags::to_system(self.flags.load(Ordering::Relaxed))
+        SocketFlags::to_system((self.flags.load(Ordering::Relaxed) & !LIST).into())
     }
 
     /// The endpoint set, or the sender the last receive-from recorded: where a send-to goes,
@@ -436,28 +515,16 @@ impl Args {
         };
         Shape {
             has_buffer: !self.buffer.load(Ordering::Relaxed).is_null(),
-            has_list: self.has_list.load(Ordering::Relaxed),
+            has_list: self.has_list(),
             endpoint,
         }
     }
 
-    /// Takes the args for an operation and copies out its configuration (the endpoint only if
-    /// asked for, so sends and receives never touch the mutex unless a list is set).
-    pub fn begin(&self, with_endpoint: bool) -> Result<Snapshot, Reject> {
+    /// Takes the args for an operation and reads the shape it is checked against (the
+    /// endpoint only if asked for). The payload is read from the args at each attempt.
+    pub fn begin(&self, with_endpoint: bool) -> Result<Shape, Reject> {
         self.claim()?;
-        let endpoint = if with_endpoint && self.has_endpoint.load(Ordering::Relaxed) {
-            self.extra().as_ref().and_then(|e| e.endpoint.clone())
-        } else {
-            None
-        };
-        Ok(Snapshot {
-            shape: Shape {
-                has_buffer: !self.buffer.load(Ordering::Relaxed).is_null(),
-                has_list: self.has_list.load(Ordering::Relaxed),
-                endpoint,
-            },
-            payload: self.payload(),
-        })
+        Ok(self.peek_shape(with_endpoint))
     }
 
     /// `begin` for sends, receives and disconnects, which need only the payload: no shape, no
@@ -474,7 +541,9 @@ impl Args {
     #[inline]
     pub fn begin_io_single(&self) -> Result<Option<RawBuf>, Reject> {
         self.claim()?;
-        if self.has_list.load(Ordering::Relaxed) {
+        // Zero: no list, no flags in or out, so the fast path has nothing to pass the kernel
+        // and nothing to report (and `finish_plain` leaves the word as it is).
+        if self.flags.load(Ordering::Relaxed) != 0 {
             return Ok(None);
         }
         let buffer = self.buffer.load(Ordering::Relaxed);
@@ -510,7 +579,7 @@ impl Args {
     /// The data the claimed args name: the list, else the buffer's range, else nothing.
     #[inline]
     fn payload(&self) -> Payload {
-        if self.has_list.load(Ordering::Relaxed) {
+        if self.has_list() {
             return self.list_payload();
         }
         let buffer = self.buffer.load(Ordering::Relaxed);
@@ -535,9 +604,59 @@ impl Args {
         }
     }
 
-    /// Gives the args back untouched after `begin` (a check failed after all).
+    /// The cursor a list send left at `done` bytes, if it left one there.
+    pub fn list_cursor(&self, done: usize) -> Option<(usize, usize)> {
+        let extra = self.extra();
+        match extra.as_ref()?.list_cursor {
+            Some((at, index, skip)) if at == done => Some((index, skip)),
+            _ => None,
+        }
+    }
+
+    pub fn save_list_cursor(&self, done: usize, index: usize, skip: usize) {
+        self.with_existing_extra(|e| e.list_cursor = Some((done, index, skip)));
+    }
+
+    /// A connect starts from the beginning (its args have an endpoint, so extras).
+    pub fn start_connect(&self) {
+        self.set_connect_phase(ConnectPhase::Start);
+    }
+
+    pub fn set_connect_phase(&self, phase: ConnectPhase) {
+        self.with_extra(|e| e.connect_phase = phase);
+    }
+
+    /// The connect's phase and endpoint.
+    pub fn connect_state(&self) -> (ConnectPhase, Endpoint) {
+        self.with_extra(|e| {
+            let endpoint = e
+                .endpoint
+                .clone()
+                .expect("a connect's args have an endpoint (checked)");
+            (e.connect_phase, endpoint)
+        })
+    }
+
+    /// Gives the args back untouched after `begin` (a check failed after all): a
+    /// send-packets' files opened meanwhile are closed first, while the args are still
+    /// claimed, so they cannot be taken for one started after the give-back.
     pub fn abandon(&self) {
+        let opened = self.take_send_packets();
         self.state.store(IDLE, Ordering::Release);
+        drop(opened);
+    }
+
+    /// A send-packets starting on the claimed args keeps its open files and cursor here.
+    pub fn hold_send_packets(&self, in_flight: Box<SendPackets>) {
+        self.with_extra(|e| e.send_packets = Some(in_flight));
+    }
+
+    /// The send-packets in flight, taken out (for an attempt, which puts it back if it
+    /// would block, or to drop it when it ends). Its files close when it is dropped, which
+    /// the caller does after the lock is released.
+    pub fn take_send_packets(&self) -> Option<Box<SendPackets>> {
+        self.with_existing_extra(|e| e.send_packets.take())
+            .flatten()
     }
 
     /// Records the start of an accepted operation. As in .NET, LastOperation changes now,
@@ -545,24 +664,73 @@ impl Args {
     /// values until this one completes.
     #[inline]
     pub fn started(&self, operation: AsyncOperation) {
+        #[cfg(debug_assertions)]
+        self.generations.started.fetch_add(1, Ordering::Relaxed);
         self.last_operation
-            .store(operation as i32, Ordering::Relaxed);
+            .store(operation as u8, Ordering::Relaxed);
         if operation == AsyncOperation::Accept {
             self.drop_accepted();
         }
     }
 
-    /// Stores the results and makes the args reusable.
+    /// The number of the operation last started (debug builds).
+    #[cfg(debug_assertions)]
+    pub fn generation(&self) -> u64 {
+        self.generations.started.load(Ordering::Relaxed)
+    }
+
+    /// A pending operation numbered `generation` is about to complete: it must be the args'
+    /// current operation, and delivered for the first time.
+    #[cfg(debug_assertions)]
+    pub fn check_delivery(&self, generation: u64) {
+        let current = self.generation();
+        assert_eq!(
+            generation, current,
+            "a completion for operation {generation} of args now on operation {current}"
+        );
+        let previous = self
+            .generations
+            .delivered
+            .swap(generation, Ordering::Relaxed);
+        assert!(
+            previous < generation,
+            "operation {generation} delivered twice (last delivered: {previous})"
+        );
+    }
+
+    /// Stores the results and makes the args reusable. A send-packets lets go of its files
+    /// first if its last attempt did not (it was aborted, or its socket closed under it), so
+    /// they are closed before anyone can see it done.
     #[inline]
     pub fn finish(&self, finished: Finished) {
+        if self.operation() == AsyncOperation::SendPackets {
+            drop(self.take_send_packets());
+        }
         self.bytes_transferred
             .store(finished.bytes, Ordering::Relaxed);
         self.socket_error
-            .store(finished.error as i32, Ordering::Relaxed);
-        self.flags.store(finished.flags, Ordering::Relaxed);
+            .store(finished.error as i16, Ordering::Relaxed);
+        let list = self.flags.load(Ordering::Relaxed) & LIST;
+        self.flags
+            .store(finished.flags as u16 | list, Ordering::Relaxed);
         if finished.accepted.is_some() {
             self.with_extra(|e| e.accepted = finished.accepted);
         }
+        self.release_claim();
+    }
+
+    /// `finish` for a fast-path send or receive of `bytes`: its args had a flags word of zero
+    /// (`begin_io_single`), which is already what it reports.
+    #[inline]
+    pub fn finish_plain(&self, bytes: usize) {
+        self.bytes_transferred.store(bytes, Ordering::Relaxed);
+        self.socket_error
+            .store(SocketError::Success as i16, Ordering::Relaxed);
+        self.release_claim();
+    }
+
+    #[inline(always)]
+    fn release_claim(&self) {
         if cfg!(debug_assertions) {
             // Every test build checks that an operation completes exactly once: completing
             // args that no operation owns means a second completion.

@@ -6,6 +6,10 @@
 //! rejection at the call, with nothing sent, as in .NET. Whether a file range fits its file is
 //! checked when the cursor reaches it, against the file as it is then (as .NET does): one that
 //! does not completes the operation with InvalidArgument and the bytes sent before it.
+//!
+//! It is `AsyncOperation::SendPackets` on the send queue like any other send: its bytes so far
+//! are the waiting operation's `done`, and its open files and cursor wait in the args' extras
+//! between attempts (`Args::hold_send_packets`), dropped when it ends.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -13,6 +17,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 
+use super::args::Args;
 use super::op::{Attempt, Finished};
 use super::sys::{self, RawBuf};
 use crate::error::{Reject, SocketError};
@@ -143,7 +148,6 @@ pub struct SendPackets {
     /// fixed when the cursor reaches it).
     sent: u64,
     len: Option<u64>,
-    done: usize,
 }
 
 /// A rejection of element `index`, naming it the way the caller set it.
@@ -215,24 +219,19 @@ impl SendPackets {
             index: 0,
             sent: 0,
             len: None,
-            done: 0,
         })
     }
 
-    /// Bytes sent so far (what an abort reports).
-    pub fn done(&self) -> usize {
-        self.done
-    }
-
     /// Sends from the cursor on until everything is out, the kernel would block, or an
-    /// element fails.
-    pub fn send(&mut self, socket: RawFd) -> Attempt {
+    /// element fails; `done` (the operation's bytes so far, which an abort reports) grows by
+    /// what goes out.
+    fn send(&mut self, socket: RawFd, done: &mut usize) -> Attempt {
         while let Some(piece) = self.pieces.get(self.index) {
             let len = match self.len {
                 Some(len) => len,
                 None => match piece_len(piece) {
                     Ok(len) => *self.len.insert(len),
-                    Err(error) => return Attempt::Done(Finished::failed(self.done, error)),
+                    Err(error) => return Attempt::Done(Finished::failed(*done, error)),
                 },
             };
             if self.sent == len {
@@ -248,7 +247,7 @@ impl SendPackets {
                         // The file got shorter than the range while it was being sent.
                         Ok(0) => {
                             return Attempt::Done(Finished::failed(
-                                self.done,
+                                *done,
                                 SocketError::InvalidArgument,
                             ));
                         }
@@ -259,16 +258,30 @@ impl SendPackets {
             match sent {
                 Ok(n) => {
                     self.sent += n as u64;
-                    self.done += n;
+                    *done += n;
                 }
                 Err(libc::EAGAIN) => return Attempt::WouldBlock,
                 Err(e) => {
-                    return Attempt::Done(Finished::failed(self.done, SocketError::from_errno(e)));
+                    return Attempt::Done(Finished::failed(*done, SocketError::from_errno(e)));
                 }
             }
         }
-        Attempt::Done(Finished::ok(self.done))
+        Attempt::Done(Finished::ok(*done))
     }
+}
+
+/// One attempt at the send-packets the args own (`op::attempt`). Its files and cursor wait in
+/// the args' extras between attempts; once it ends they are dropped here, so files it opened
+/// are closed before its results are stored.
+pub fn attempt(socket: RawFd, args: &Args, done: &mut usize) -> Attempt {
+    let mut in_flight = args
+        .take_send_packets()
+        .expect("a send-packets in flight keeps its files in the args (set when it started)");
+    let attempt = in_flight.send(socket, done);
+    if let Attempt::WouldBlock = attempt {
+        args.hold_send_packets(in_flight);
+    }
+    attempt
 }
 
 /// A piece's length: a memory range's own, a file range's against the file's size now.

@@ -15,13 +15,13 @@
 //! can race the lock-free give-back (Busy -> Busy+queued) is a compare-and-swap as well.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::args::Args;
-use super::op::{Attempt, Finished, Kind, Pending};
+use super::op::{self, Attempt, Finished, Pending};
 use super::socket::Socket;
-use crate::error::{Reject, SocketError};
+use crate::error::{AsyncOperation, Reject, SocketError};
 
 const IDLE: u8 = 0;
 const BUSY: u8 = 1;
@@ -29,41 +29,125 @@ const BUSY_QUEUED: u8 = 2;
 const WAITING: u8 = 3;
 const STOPPED: u8 = 4;
 
-/// Most queues never hold more than one waiting operation (an idle connection's pending
-/// receive), so the first slots are reserved one at a time rather than the default four
-/// (which made up most of an idle connection's memory); past two the queue doubles as usual.
-fn make_room(ops: &mut VecDeque<Pending>) {
-    if ops.len() == ops.capacity() && ops.capacity() < 2 {
-        ops.reserve_exact(1);
+/// The operations waiting in a queue, in order. Most queues never hold more than one (an
+/// idle connection's pending receive), so the first is kept inline and only a second one
+/// allocates the overflow, which is then kept for reuse.
+#[derive(Default)]
+struct Waiting {
+    /// The head; None only if `more` is empty too.
+    first: Option<Pending>,
+    /// Boxed: one word in every socket's two queues instead of an empty VecDeque's four.
+    #[allow(clippy::box_collection)]
+    more: Option<Box<VecDeque<Pending>>>,
+}
+
+impl Waiting {
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn push_back(&mut self, op: Pending) {
+        if self.first.is_none() {
+            self.first = Some(op);
+        } else {
+            self.more.get_or_insert_with(Box::default).push_back(op);
+        }
+    }
+
+    fn push_front(&mut self, op: Pending) {
+        if let Some(previous) = self.first.replace(op) {
+            self.more
+                .get_or_insert_with(Box::default)
+                .push_front(previous);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Pending> {
+        let head = self.first.take()?;
+        self.first = self.more.as_mut().and_then(|more| more.pop_front());
+        Some(head)
+    }
+
+    fn drain(&mut self) -> Vec<Pending> {
+        let mut all = Vec::new();
+        while let Some(op) = self.pop_front() {
+            all.push(op);
+        }
+        all
     }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
-    Read,
-    Write,
+    Read = 0,
+    Write = 1,
 }
 
-pub struct OpQueue {
-    direction: Direction,
-    state: AtomicU8,
-    /// Readiness edges seen; changed only under the lock.
-    seq: AtomicU64,
-    ops: Mutex<VecDeque<Pending>>,
+/// What a socket's two queues share: one lock over both directions' waiting lists, and the
+/// edge counters. One lock rather than one per direction saves the socket two words of
+/// lock and padding; it is only ever held for a few instructions, never across a system
+/// call or a callback, and never while holding it for the other direction.
+#[derive(Default)]
+pub struct Queues {
+    waiting: Mutex<[Waiting; 2]>,
+    /// Readiness edges seen per direction; changed only under the lock. Only compared for
+    /// equality across one attempt: a wrap would need 2^32 edges on this socket between an
+    /// attempt and its check (over an hour of a stalled thread at a million edges a second).
+    seq: [AtomicU32; 2],
 }
 
-impl OpQueue {
-    pub fn new(direction: Direction) -> OpQueue {
+/// Each queue's state byte, Idle at first. The socket keeps these among its own one-byte
+/// fields (outside `Queues`), where they fill what would be padding.
+pub fn initial_states() -> [AtomicU8; 2] {
+    [AtomicU8::new(IDLE), AtomicU8::new(IDLE)]
+}
+
+impl Queues {
+    /// The queue of one direction, with its state byte from the socket.
+    #[inline]
+    pub fn queue<'a>(&'a self, state: &'a AtomicU8, direction: Direction) -> OpQueue<'a> {
         OpQueue {
             direction,
-            state: AtomicU8::new(IDLE),
-            seq: AtomicU64::new(0),
-            ops: Mutex::new(VecDeque::new()),
+            state,
+            seq: &self.seq[direction as usize],
+            waiting: &self.waiting,
         }
     }
+}
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Pending>> {
-        self.ops.lock().unwrap_or_else(PoisonError::into_inner)
+/// One direction's queue.
+pub struct OpQueue<'a> {
+    direction: Direction,
+    state: &'a AtomicU8,
+    seq: &'a AtomicU32,
+    waiting: &'a Mutex<[Waiting; 2]>,
+}
+
+/// The lock, narrowed to one direction's waiting list.
+struct Locked<'a> {
+    guard: MutexGuard<'a, [Waiting; 2]>,
+    direction: Direction,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Waiting;
+    fn deref(&self) -> &Waiting {
+        &self.guard[self.direction as usize]
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Waiting {
+        &mut self.guard[self.direction as usize]
+    }
+}
+
+impl OpQueue<'_> {
+    fn lock(&self) -> Locked<'_> {
+        Locked {
+            guard: self.waiting.lock().unwrap_or_else(PoisonError::into_inner),
+            direction: self.direction,
+        }
     }
 
     /// Starts an operation whose args the caller has taken (`Args::begin`). Ok(true): pending,
@@ -74,7 +158,7 @@ impl OpQueue {
         &self,
         socket: &Arc<Socket>,
         args: &Arc<Args>,
-        kind: Kind,
+        operation: AsyncOperation,
     ) -> Result<bool, Reject> {
         loop {
             if self
@@ -82,8 +166,8 @@ impl OpQueue {
                 .compare_exchange(IDLE, BUSY, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
-                args.started(kind.operation());
-                return Ok(self.run_owned(socket, args, kind));
+                args.started(operation);
+                return Ok(self.run_owned(socket, args));
             }
             let mut ops = self.lock();
             match self.state.load(Ordering::Relaxed) {
@@ -110,13 +194,8 @@ impl OpQueue {
                     {
                         continue;
                     }
-                    args.started(kind.operation());
-                    make_room(&mut ops);
-                    ops.push_back(Pending {
-                        kind,
-                        args: Arc::clone(args),
-                        socket: Arc::clone(socket),
-                    });
+                    args.started(operation);
+                    ops.push_back(Pending::new(args, socket, 0));
                     return Ok(true);
                 }
             }
@@ -125,32 +204,33 @@ impl OpQueue {
 
     /// The caller owns the head: try now, queue only if the kernel would block.
     #[inline]
-    fn run_owned(&self, socket: &Arc<Socket>, args: &Arc<Args>, mut kind: Kind) -> bool {
+    fn run_owned(&self, socket: &Arc<Socket>, args: &Arc<Args>) -> bool {
         let observed = self.seq.load(Ordering::Acquire);
-        let first = kind.attempt(socket, args);
-        self.settle_owned(socket, args, kind, observed, first)
+        let mut done = 0;
+        let first = op::attempt(socket, args, &mut done);
+        self.settle_owned(socket, args, done, observed, first)
     }
 
     /// The lock-free claim of an idle queue, for a caller's fast path that makes its first
     /// attempt itself. Some(edges seen so far), read before that attempt as `settle_owned`
     /// needs; None if anyone owns the queue or it is stopped (then `start` sorts it out).
     #[inline]
-    pub(crate) fn try_claim(&self) -> Option<u64> {
+    pub(crate) fn try_claim(&self) -> Option<u32> {
         self.state
             .compare_exchange(IDLE, BUSY, Ordering::Acquire, Ordering::Relaxed)
             .ok()?;
         Some(self.seq.load(Ordering::Acquire))
     }
 
-    /// Goes on from the caller's attempt `attempt` (made after `observed` edges) while it
-    /// owns the head: finishes now, or queues the operation if the kernel would block and no
-    /// edge came since. Returns true if the operation went pending.
+    /// Goes on from the caller's attempt `attempt` (made after `observed` edges, leaving
+    /// `done` bytes moved) while it owns the head: finishes now, or queues the operation if
+    /// the kernel would block and no edge came since. Returns true if it went pending.
     pub(crate) fn settle_owned(
         &self,
         socket: &Arc<Socket>,
         args: &Arc<Args>,
-        mut kind: Kind,
-        mut observed: u64,
+        mut done: usize,
+        mut observed: u32,
         mut attempt: Attempt,
     ) -> bool {
         loop {
@@ -164,10 +244,7 @@ impl OpQueue {
                     let mut ops = self.lock();
                     if self.state.load(Ordering::Relaxed) == STOPPED {
                         drop(ops);
-                        args.finish(Finished::failed(
-                            kind.progress(),
-                            SocketError::OperationAborted,
-                        ));
+                        args.finish(Finished::failed(done, SocketError::OperationAborted));
                         return false;
                     }
                     let now = self.seq.load(Ordering::Relaxed);
@@ -175,15 +252,10 @@ impl OpQueue {
                         // An edge came after our attempt: the kernel may be ready again.
                         observed = now;
                         drop(ops);
-                        attempt = kind.attempt(socket, args);
+                        attempt = op::attempt(socket, args, &mut done);
                         continue;
                     }
-                    make_room(&mut ops);
-                    ops.push_front(Pending {
-                        kind,
-                        args: Arc::clone(args),
-                        socket: Arc::clone(socket),
-                    });
+                    ops.push_front(Pending::new(args, socket, done));
                     self.state.store(WAITING, Ordering::Release);
                     return true;
                 }
@@ -200,19 +272,22 @@ impl OpQueue {
             .compare_exchange(BUSY, IDLE, Ordering::Release, Ordering::Relaxed)
             .is_err()
         {
-            self.hand_over_queued(socket);
+            // Only the direction goes along: the queue is found again from the socket, so
+            // the fast path need not keep this view anywhere for the call.
+            Self::hand_over_queued(socket, self.direction);
         }
     }
 
     /// Others queued behind the caller (or the queue stopped) while it owned the head.
     #[cold]
     #[inline(never)]
-    fn hand_over_queued(&self, socket: &Arc<Socket>) {
-        let ops = self.lock();
-        if self.state.load(Ordering::Relaxed) == BUSY_QUEUED {
-            self.state.store(BUSY, Ordering::Relaxed);
+    fn hand_over_queued(socket: &Arc<Socket>, direction: Direction) {
+        let queue = socket.queue(direction);
+        let ops = queue.lock();
+        if queue.state.load(Ordering::Relaxed) == BUSY_QUEUED {
+            queue.state.store(BUSY, Ordering::Relaxed);
             drop(ops);
-            socket.reactor().process(Arc::clone(socket), self.direction);
+            socket.reactor().process(Arc::clone(socket), direction);
         }
     }
 
@@ -243,7 +318,7 @@ impl OpQueue {
             let mut observed = self.seq.load(Ordering::Relaxed);
             drop(ops);
             loop {
-                match op.kind.attempt(socket, &op.args) {
+                match op::attempt(socket, &op.args, &mut op.done) {
                     Attempt::Done(finished) => {
                         let ops = self.lock();
                         let more = match self.state.load(Ordering::Relaxed) {
@@ -275,7 +350,6 @@ impl OpQueue {
                             observed = now;
                             continue;
                         }
-                        make_room(&mut ops);
                         ops.push_front(op);
                         self.state.store(WAITING, Ordering::Release);
                         return;
@@ -290,6 +364,6 @@ impl OpQueue {
     pub fn stop(&self) -> Vec<Pending> {
         let mut ops = self.lock();
         self.state.store(STOPPED, Ordering::Release);
-        ops.drain(..).collect()
+        ops.drain()
     }
 }
