@@ -69,6 +69,8 @@ step "C tests under valgrind" c_suites "${VALGRIND[@]}"
 step "C tests: ASan+UBSan build" make -s -C tests/c SAN=1
 step "C tests under ASan+UBSan" c_suites_sanitized
 step "C examples: echo demo" bash examples-c/run-demo.sh
+# Random C API programs under ASan (scripts/fuzz.sh; longer by hand: bash scripts/fuzz.sh 3600).
+step "fuzz: C API" bash scripts/fuzz.sh "${SOCKASYNC_FUZZ_SECONDS:-60}"
 
 echo
 echo "all: $passed passed, $failed failed"
