@@ -13,7 +13,7 @@ import struct
 CREATE, BIND, LISTEN, CONNECT_OWN, CONNECT, ACCEPT, SEND = 0, 1, 2, 3, 4, 5, 6
 RECEIVE, DISCONNECT, SHUTDOWN, SET_OPTION, GET_OPTION, CLOSE, FREE = 8, 10, 11, 12, 13, 14, 15
 NEW_ARGS, FREE_ARGS, SET_BUFFER, SET_RANGE, SET_LIST, SET_ENDPOINT = 16, 17, 18, 19, 20, 21
-SET_TOKEN, TAKE_ACCEPTED, ENDPOINTS, NAMES, AWAIT, ON_CALLBACK = 22, 23, 24, 25, 26, 27
+SET_TOKEN, TAKE_ACCEPTED, ENDPOINTS, NAMES, AWAIT, ON_CALLBACK, RACE = range(22, 29)
 
 TCP4, TCP6 = 0, 3
 LOOPBACK4, LOOPBACK6, OWN = 2, 3, 0
@@ -91,6 +91,14 @@ SEEDS = {
         NEW_ARGS, 2, 1, *buffer(2, 10), ON_CALLBACK, 2, 3, RECEIVE, 2, 2,
         NEW_ARGS, 3, 1, *buffer(3, 1000), SEND, 1, 3, AWAIT, 2, AWAIT, 2,
         ON_CALLBACK, 3, 3 | 4, *option(1, 4, 6, *u16(4096), 0, 0), SEND, 1, 3, SEND, 1, 3,
+    ],
+    # Two threads on one socket: concurrent sends, a send against a receive, a setter
+    # against a start on the same args, a send against a close, two closes.
+    "races": pair() + [
+        NEW_ARGS, 2, 1, *buffer(2, 30000), NEW_ARGS, 3, 1, *buffer(3, 30000),
+        *option(1, 4, 6, *u16(4096), 0, 0),
+        RACE, 1, 2, 3, 0, 0, RACE, 1, 2, 3, 0, 0, RACE, 2, 4, 5, 8, 0,
+        NEW_ARGS, 4, 1, RACE, 1, 4, 4, 3, 4, RACE, 1, 2, 3, 1, 0, RACE, 2, 0, 0, 2, 0,
     ],
     # Buffer lists: valid entries, a NULL entry with a length, an empty list, a long one.
     "buffer-lists": pair() + [

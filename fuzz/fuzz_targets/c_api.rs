@@ -400,6 +400,37 @@ impl Start {
         }
     }
 
+    /// Starts the operation (from any thread) and keeps the pending counts exact; returns
+    /// whether it went pending and the checked status.
+    fn counted(
+        self,
+        socket: *mut sock,
+        e: *mut sock_args,
+        tracker: Option<&'static Tracker>,
+    ) -> (bool, i32) {
+        if let Some(tracker) = tracker {
+            tracker.outstanding.fetch_add(1, SeqCst);
+        }
+        let pending = self.call(socket, e);
+        let status = checked_status("operation start");
+        if tracing() {
+            eprintln!(
+                "start {} on {socket:p} with {e:p}: pending {pending}, status {status}, \
+                 error {}, bytes {}",
+                self.code(),
+                a::sock_args_socket_error(e),
+                a::sock_args_bytes_transferred(e)
+            );
+        }
+        if pending {
+            assert_eq!(status, Status::Ok as i32, "pending with status {status}");
+            PENDING.fetch_add(1, SeqCst);
+        } else if let Some(tracker) = tracker {
+            tracker.outstanding.fetch_sub(1, SeqCst);
+        }
+        (pending, status)
+    }
+
     fn call(self, socket: *mut sock, e: *mut sock_args) -> bool {
         match self {
             Start::Accept => s::sock_accept_async(socket, e),
@@ -492,7 +523,7 @@ impl Run {
     }
 
     fn execute(&mut self, p: &mut Program) {
-        let opcode = p.u8() % 28;
+        let opcode = p.u8() % 29;
         if tracing() {
             eprintln!("op {opcode}");
         }
@@ -522,7 +553,8 @@ impl Run {
             24 => self.endpoints(p),
             25 => self.names(p),
             26 => self.await_args(p),
-            _ => self.program_callback(p),
+            27 => self.program_callback(p),
+            _ => self.race(p),
         }
     }
 
@@ -658,26 +690,7 @@ impl Run {
         // Results are stable only while nothing is in flight on the args.
         let idle = slot.is_some_and(|a| a.tracker.outstanding.load(SeqCst) == 0);
         let before = idle.then(|| results(e));
-        if let Some(slot) = slot {
-            slot.tracker.outstanding.fetch_add(1, SeqCst);
-        }
-        let pending = start.call(handle, e);
-        let status = checked_status("operation start");
-        if tracing() {
-            eprintln!(
-                "start {} on {handle:p} with {e:p}: pending {pending}, status {status}, \
-                 error {}, bytes {}",
-                start.code(),
-                a::sock_args_socket_error(e),
-                a::sock_args_bytes_transferred(e)
-            );
-        }
-        if pending {
-            assert_eq!(status, Status::Ok as i32, "pending with status {status}");
-            PENDING.fetch_add(1, SeqCst);
-        } else if let Some(slot) = slot {
-            slot.tracker.outstanding.fetch_sub(1, SeqCst);
-        }
+        let (pending, status) = start.counted(handle, e, slot.map(|a| a.tracker));
         match (socket, slot) {
             (None, _) => assert!(
                 status == Status::NullArgument as i32,
@@ -1168,6 +1181,78 @@ impl Run {
         let text = std::str::from_utf8(&out[..written]).expect("endpoint text is UTF-8");
         text.parse::<SocketAddr>()
             .unwrap_or_else(|_| panic!("endpoint text {text:?} does not parse"));
+    }
+
+    /// Two threads at once on one socket: two starts (send or receive), a start against a
+    /// close, two closes, or a setter against a start on the same args. Only calls the
+    /// contract allows concurrently: no handle is freed while the other thread may use it.
+    fn race(&mut self, p: &mut Program) {
+        let socket_index = p.u8();
+        let (handle, socket) = self.socket(socket_index);
+        let (first, first_slot) = self.args(p.u8());
+        let (second, second_slot) = self.args(p.u8());
+        let how = p.u8();
+        let kind = |bits: u8| {
+            if bits & 1 == 0 {
+                Start::Send
+            } else {
+                Start::Receive
+            }
+        };
+        let (mine, theirs) = (kind(how >> 2), kind(how >> 3));
+        let closes = how % 4 == 1 || how % 4 == 2;
+        if closes && socket.is_none() {
+            return;
+        }
+        let barrier = std::sync::Barrier::new(2);
+        let raw = |ptr: *mut c_void| ptr as usize;
+        let (socket_raw, first_raw, second_raw) =
+            (raw(handle.cast()), raw(first.cast()), raw(second.cast()));
+        let region_raw = raw(region(p.u8() as usize % ARGS).cast());
+        let (first_tracker, second_tracker) = (
+            first_slot.map(|a| a.tracker),
+            second_slot.map(|a| a.tracker),
+        );
+        let buffer_set = std::thread::scope(|scope| {
+            let other = scope.spawn(|| {
+                let socket = socket_raw as *mut sock;
+                barrier.wait();
+                match how % 4 {
+                    0 | 1 => {
+                        theirs.counted(socket, second_raw as *mut sock_args, second_tracker);
+                        false
+                    }
+                    2 => {
+                        s::sock_close(socket);
+                        checked_status("sock_close racing");
+                        false
+                    }
+                    _ => {
+                        let e = first_raw as *mut sock_args;
+                        let set = a::sock_args_set_buffer(e, region_raw as *mut c_void, 100);
+                        checked_status("sock_args_set_buffer racing");
+                        set
+                    }
+                }
+            });
+            barrier.wait();
+            match how % 4 {
+                0 | 3 => drop(mine.counted(handle, first, first_tracker)),
+                _ => {
+                    s::sock_close(handle);
+                    checked_status("sock_close racing");
+                }
+            }
+            other.join().expect("the racing thread panicked")
+        });
+        if closes && let Some(slot) = &mut self.sockets[socket_index as usize % SOCKETS] {
+            slot.closed = true;
+        }
+        if buffer_set && let Some(slot) = self.args.iter_mut().flatten().find(|a| a.handle == first)
+        {
+            slot.buffer_length = Some(100);
+            slot.count = 100;
+        }
     }
 
     /// Gives an args' callback work to do: start its send or receive again, close the socket.
