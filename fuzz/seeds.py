@@ -88,9 +88,15 @@ SEEDS = {
     # Callbacks that start their receive again (3 times) and then close the socket, while
     # the other end sends.
     "callback-reissues-and-closes": pair() + [
-        NEW_ARGS, 2, 1, *buffer(2, 10), ON_CALLBACK, 2, 3, RECEIVE, 2, 2,
+        NEW_ARGS, 2, 1, *buffer(2, 10), ON_CALLBACK, 2, 3, 0, RECEIVE, 2, 2,
         NEW_ARGS, 3, 1, *buffer(3, 1000), SEND, 1, 3, AWAIT, 2, AWAIT, 2,
-        ON_CALLBACK, 3, 3 | 4, *option(1, 4, 6, *u16(4096), 0, 0), SEND, 1, 3, SEND, 1, 3,
+        ON_CALLBACK, 3, 3 | 4, 0, *option(1, 4, 6, *u16(4096), 0, 0), SEND, 1, 3, SEND, 1, 3,
+    ],
+    # Callbacks that free their socket and their own args (handed over while pending).
+    "callback-frees": pair() + [
+        NEW_ARGS, 2, 1, *buffer(2, 64), RECEIVE, 1, 2, ON_CALLBACK, 2, 8 | 16, 1,
+        NEW_ARGS, 3, 1, *buffer(3, 10), SEND, 2, 3, AWAIT, 2,
+        NEW_ARGS, 4, 1, RECEIVE, 2, 4, ON_CALLBACK, 4, 16, 0, FREE, 2,
     ],
     # Two threads on one socket: concurrent sends, a send against a receive, a setter
     # against a start on the same args, a send against a close, two closes.

@@ -66,6 +66,9 @@ struct Tracker {
     /// many more times), and close the socket it ran for.
     reissues: AtomicU32,
     close_socket: AtomicBool,
+    /// Handles the program gave to the next callback to free (see `hand_over`).
+    free_args: AtomicPtr<sock_args>,
+    free_socket: AtomicPtr<sock>,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -74,6 +77,8 @@ const NEW_TRACKER: Tracker = Tracker {
     outstanding: AtomicIsize::new(0),
     reissues: AtomicU32::new(0),
     close_socket: AtomicBool::new(false),
+    free_args: AtomicPtr::new(std::ptr::null_mut()),
+    free_socket: AtomicPtr::new(std::ptr::null_mut()),
 };
 static TRACKER: [Tracker; TRACKERS] = [NEW_TRACKER; TRACKERS];
 
@@ -152,8 +157,46 @@ unsafe extern "C" fn on_completed(socket: *mut sock, args: *mut sock_args, token
             Status::Ok as i32
         );
     }
+    // Freeing in a callback is allowed, also its own args (whose memory lives until this
+    // returns); counted last, so the drain does not end before the frees are done.
+    let socket_given = tracker.free_socket.swap(std::ptr::null_mut(), SeqCst);
+    if tracing() {
+        eprintln!(
+            "callback {operation} error {error}: frees {socket_given:p} and {:p}",
+            tracker.free_args.load(SeqCst)
+        );
+    }
+    if !socket_given.is_null() {
+        s::sock_free(socket_given);
+        assert_eq!(checked_status("sock_free in a callback"), Status::Ok as i32);
+    }
+    let args_given = tracker.free_args.swap(std::ptr::null_mut(), SeqCst);
+    if !args_given.is_null() {
+        a::sock_args_free(args_given);
+        assert_eq!(
+            checked_status("sock_args_free in a callback"),
+            Status::Ok as i32
+        );
+    }
     *CALLBACKS.lock().unwrap() += 1;
     CALLED_BACK.notify_all();
+}
+
+/// Gives `handle` to the args' next callback to free, if one is still to come: returns
+/// whether it did (the program must forget the handle) or kept it with the program. Exactly
+/// one side owns it whatever the timing: the callback takes it with a swap at its end, and
+/// the program takes it back with a compare-and-swap unless a callback is still due (one
+/// whose uncounting, which comes before its swap, has not happened yet).
+fn hand_over<T>(slot: &AtomicPtr<T>, handle: *mut T, tracker: &Tracker) -> bool {
+    if !slot.load(SeqCst).is_null() {
+        return false; // one handle per callback
+    }
+    slot.store(handle, SeqCst);
+    if tracker.outstanding.load(SeqCst) > 0 {
+        return true;
+    }
+    slot.compare_exchange(handle, std::ptr::null_mut(), SeqCst, SeqCst)
+        .is_err()
 }
 
 /// Fence callbacks seen (see `reactor_fence`).
@@ -869,6 +912,9 @@ impl Run {
         self.trackers_used += 1;
         tracker.reissues.store(0, SeqCst);
         tracker.close_socket.store(false, SeqCst);
+        assert!(
+            tracker.free_args.load(SeqCst).is_null() && tracker.free_socket.load(SeqCst).is_null()
+        );
         let token = std::ptr::from_ref(tracker) as *mut c_void;
         let e = a::sock_args_new(Some(on_completed), token);
         assert_eq!(checked_status("sock_args_new"), Status::Ok as i32);
@@ -1267,6 +1313,16 @@ impl Run {
             CALLBACKS_CLOSE.store(true, SeqCst);
             slot.tracker.close_socket.store(true, SeqCst);
         }
+        let socket_index = p.u8() as usize % SOCKETS;
+        if what & 8 != 0
+            && let Some(socket) = self.sockets[socket_index]
+            && hand_over(&slot.tracker.free_socket, socket.handle, slot.tracker)
+        {
+            self.sockets[socket_index] = None;
+        }
+        if what & 16 != 0 && hand_over(&slot.tracker.free_args, slot.handle, slot.tracker) {
+            self.args = self.args.map(|a| a.filter(|a| a.handle != slot.handle));
+        }
     }
 
     /// Lets a pending operation finish (briefly), so later operations see its results: what
@@ -1314,6 +1370,18 @@ impl Run {
 
     /// Closes and frees everything, then waits for every pending start's one callback.
     fn finish(mut self, descriptors_before: usize) {
+        // Handles given to a callback that has not run may wait for nothing but this close
+        // (a receive on the very socket handed over): take back whatever no callback took.
+        for tracker in &TRACKER[..self.trackers_used] {
+            let socket = tracker.free_socket.swap(std::ptr::null_mut(), SeqCst);
+            if !socket.is_null() {
+                s::sock_free(socket);
+            }
+            let args = tracker.free_args.swap(std::ptr::null_mut(), SeqCst);
+            if !args.is_null() {
+                a::sock_args_free(args);
+            }
+        }
         for slot in self.sockets.iter_mut() {
             if let Some(socket) = slot.take() {
                 s::sock_free(socket.handle);
