@@ -20,11 +20,12 @@ if ! cargo fuzz --version 2>/dev/null | grep -q " $CARGO_FUZZ_VERSION\$"; then
   cargo install --quiet --locked --version "$CARGO_FUZZ_VERSION" cargo-fuzz || exit 1
 fi
 
-# cargo-fuzz passes nightly-only flags to rustc (-Zsanitizer=address, and the sancov
-# instrumentation libFuzzer needs), and this machine has only a stable toolchain, with no
-# way to fetch a nightly. RUSTC_BOOTSTRAP=1 makes stable rustc accept them; stable ships the
-# sanitizer runtimes (librustc-stable_rt.asan.a), so the build is the one nightly would make.
-# It is set for these two commands only: nothing else is built with unstable features.
+# Why RUSTC_BOOTSTRAP=1: cargo-fuzz passes nightly-only flags to rustc (-Zsanitizer=address,
+# and the sancov instrumentation libFuzzer needs), while the project builds with the stable
+# toolchain and no nightly can be fetched here. RUSTC_BOOTSTRAP=1 makes stable rustc accept
+# them; stable ships the sanitizer runtimes (librustc-stable_rt.asan.a), so the build is the
+# one a nightly would make. It is set for these two commands only: nothing else is built
+# with unstable features.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
