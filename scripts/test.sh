@@ -3,7 +3,8 @@
 #   bash scripts/test.sh
 # Gates (rustfmt, clippy, header freshness), the Rust tests, the C tests against the
 # committed header and the built .so (plain, under valgrind memcheck, and with ASan+UBSan),
-# and the C examples talking to each other. Ends with one "N passed, N failed" line.
+# the C examples talking to each other, and the packaging (header as C and C++, soname,
+# make install and pkg-config). Ends with one "N passed, N failed" line.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/tools.sh test || exit 1
@@ -76,6 +77,8 @@ step "C examples: echo demo" bash examples-c/run-demo.sh
 step "C examples: echo demo under valgrind" env DEMO_WRAP="${VALGRIND[*]}" bash examples-c/run-demo.sh
 step "C examples: echo demo with ASan+UBSan" env DEMO_SAN=1 \
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 bash examples-c/run-demo.sh
+step "packaging: version macros, header as C and C++, soname, make install, pkg-config" \
+  bash tests/packaging/run.sh
 
 echo
 echo "all: $passed passed, $failed failed"

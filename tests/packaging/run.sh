@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# The packaging checks (a step of scripts/test.sh; expects `cargo build --release` done):
+# - the header's SOCKASYNC_VERSION_* macros equal Cargo's version;
+# - the header compiles cleanly as C99, C11, C++11 and C++17 (-Wall -Wextra -Werror
+#   -pedantic), and a program built from it as C++ links (the extern "C" guards) and runs;
+# - the shared library's soname is libsockasync.so.<major>;
+# - `make install PREFIX=/usr/local DESTDIR=<temporary>` installs the header, both libraries
+#   with their links, and sockasync.pc; the C examples build from that installed copy with
+#   `pkg-config --cflags --libs sockasync` (echo_server against the shared library,
+#   echo_client against the static one), and the two echo to each other over loopback;
+# - `make uninstall` removes every installed file.
+# Ends with "packaging: N passed, N failed".
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+
+passed=0
+failed=0
+check() {
+  local name=$1
+  shift
+  if "$@"; then
+    passed=$((passed + 1))
+    echo "  ok   $name"
+  else
+    failed=$((failed + 1))
+    echo "  FAIL $name"
+  fi
+}
+
+work=$(mktemp -d)
+server_pid=
+cleanup() {
+  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+    kill "$server_pid" 2>/dev/null
+    wait "$server_pid" 2>/dev/null
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+header_macro() {
+  sed -n "s/^#define SOCKASYNC_VERSION_$1 //p" include/sockasync.h
+}
+cargo_version=$(cargo metadata --no-deps --format-version 1 --offline |
+  sed -n 's/.*"name":"sockasync","version":"\([^"]*\)".*/\1/p')
+header_version="$(header_macro MAJOR).$(header_macro MINOR).$(header_macro PATCH)"
+major=$(header_macro MAJOR)
+version_macros_match() {
+  echo "     Cargo.toml $cargo_version, header $header_version"
+  [ -n "$cargo_version" ] && [ "$cargo_version" = "$header_version" ]
+}
+check "header version macros equal Cargo's version" version_macros_match
+
+# $1: the language (c or c++), $2: the standard.
+header_compiles_and_runs() {
+  local compiler=gcc
+  [ "$1" = c++ ] && compiler=g++
+  "$compiler" -x "$1" -std="$2" -Wall -Wextra -Werror -pedantic -Iinclude \
+    tests/packaging/header_check.c -x none -Ltarget/release \
+    -Wl,-rpath,"$root/target/release" -lsockasync -o "$work/header_check" &&
+    [ "$("$work/header_check")" = "$cargo_version" ]
+}
+check "header as C99" header_compiles_and_runs c c99
+check "header as C11" header_compiles_and_runs c c11
+check "header as C++11 (links through the extern \"C\" guards)" header_compiles_and_runs c++ c++11
+check "header as C++17" header_compiles_and_runs c++ c++17
+
+soname_is() {
+  readelf -d "$1" | grep -q "(SONAME).*\[libsockasync\.so\.$major\]"
+}
+check "target/release/libsockasync.so has the soname libsockasync.so.$major" \
+  soname_is target/release/libsockasync.so
+
+stage=$work/stage
+prefix=/usr/local
+lib=$stage$prefix/lib
+installed_files() {
+  make -s install PREFIX=$prefix DESTDIR="$stage" >"$work/install.log" 2>&1 || {
+    cat "$work/install.log"
+    return 1
+  }
+  [ -f "$stage$prefix/include/sockasync.h" ] &&
+    cmp -s include/sockasync.h "$stage$prefix/include/sockasync.h" &&
+    [ -f "$lib/libsockasync.so.$header_version" ] &&
+    [ "$(readlink "$lib/libsockasync.so.$major")" = "libsockasync.so.$header_version" ] &&
+    [ "$(readlink "$lib/libsockasync.so")" = "libsockasync.so.$major" ] &&
+    [ -f "$lib/libsockasync.a" ] && [ -f "$lib/pkgconfig/sockasync.pc" ] &&
+    soname_is "$lib/libsockasync.so.$header_version"
+}
+check "make install DESTDIR=...: header, libraries, links, sockasync.pc" installed_files
+
+# pkg-config reads the staged .pc, and puts the stage in front of its paths.
+pc() {
+  PKG_CONFIG_LIBDIR=$lib/pkgconfig PKG_CONFIG_SYSROOT_DIR=$stage pkg-config "$@" sockasync
+}
+pkg_config_names_the_stage() {
+  local cflags libs
+  cflags=$(pc --cflags | xargs)
+  libs=$(pc --libs | xargs)
+  echo "     pkg-config --cflags --libs: $cflags $libs"
+  [ "$(pc --modversion)" = "$cargo_version" ] &&
+    [ "$cflags" = "-I$stage$prefix/include" ] && [ "$libs" = "-L$lib -lsockasync" ]
+}
+check "pkg-config finds the installed copy" pkg_config_names_the_stage
+
+# No -Iinclude, no target/release: only what pkg-config says.
+examples_build_from_the_installed_copy() {
+  local flags=(-std=c11 -Wall -Wextra -Werror -O2 -pthread)
+  local static_libs
+  static_libs=$(pc --libs --static | sed 's/-lsockasync/-l:libsockasync.a/')
+  # shellcheck disable=SC2046 # pkg-config's output is meant to be split into words
+  cc "${flags[@]}" $(pc --cflags) -o "$work/echo_server" examples-c/echo_server.c \
+    $(pc --libs) -pthread &&
+    cc "${flags[@]}" $(pc --cflags) -o "$work/echo_client" examples-c/echo_client.c \
+      $static_libs -pthread &&
+    LD_LIBRARY_PATH=$lib ldd "$work/echo_server" | grep -q "libsockasync.so.$major => $lib/" &&
+    ! ldd "$work/echo_client" | grep -q libsockasync
+}
+check "C examples build with pkg-config (server shared, client static)" \
+  examples_build_from_the_installed_copy
+
+installed_examples_echo() {
+  LD_LIBRARY_PATH=$lib timeout 30 "$work/echo_server" 127.0.0.1:0 1 \
+    >"$work/server.out" 2>"$work/server.err" &
+  server_pid=$!
+  local endpoint= line
+  for _ in $(seq 100); do
+    line=$(head -n 1 "$work/server.out")
+    if [[ $line == "listening on "* ]]; then
+      endpoint=${line#listening on }
+      break
+    fi
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  [ -n "$endpoint" ] || { cat "$work/server.err"; return 1; }
+  timeout 30 "$work/echo_client" "$endpoint" 200 4096 || return 1
+  wait "$server_pid"
+  local rc=$?
+  server_pid=
+  [ "$rc" -eq 0 ] || cat "$work/server.err"
+  return $rc
+}
+check "installed echo_server and echo_client echo over 127.0.0.1" installed_examples_echo
+
+uninstall_removes_everything() {
+  make -s uninstall PREFIX=$prefix DESTDIR="$stage" >/dev/null &&
+    [ -z "$(find "$stage" -not -type d)" ]
+}
+check "make uninstall removes every installed file" uninstall_removes_everything
+
+echo "packaging: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
