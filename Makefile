@@ -1,7 +1,7 @@
 # Builds and installs the C library: the header, libsockasync.so.<version> with its
 # soname link libsockasync.so.<major> and the link libsockasync.so, the static library
 # libsockasync.a, and a pkg-config file sockasync.pc.
-#   make                                        (cargo build --release)
+#   make                                        (cargo build --release, + soname link)
 #   make install PREFIX=/usr DESTDIR=/tmp/stage (what a package would contain)
 #   make uninstall PREFIX=/usr DESTDIR=/tmp/stage
 # Then: cc app.c $$(pkg-config --cflags --libs sockasync)
@@ -19,8 +19,10 @@ MAJOR   := $(call version_part,MAJOR)
 VERSION := $(MAJOR).$(call version_part,MINOR).$(call version_part,PATCH)
 BUILT   := target/release
 
+# The soname link lets programs linked against target/release run from there.
 all:
 	$(CARGO) build --release
+	ln -sf libsockasync.so $(BUILT)/libsockasync.so.$(MAJOR)
 
 # Built only if missing: `make install` run as another user (sudo) need not have cargo.
 $(BUILT)/libsockasync.so $(BUILT)/libsockasync.a:

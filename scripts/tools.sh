@@ -13,6 +13,9 @@ if [ "${1:-}" = "test" ]; then
   # The packaging checks: the header as C++, the installed copy through pkg-config.
   command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
   command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+  # The C# binding: Debian's Mono (compiler and runtime, about a minute to install).
+  command -v mcs >/dev/null 2>&1 || need_apt+=(mono-mcs)
+  command -v mono >/dev/null 2>&1 || need_apt+=(mono-runtime)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]} (apt)"

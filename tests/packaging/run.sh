@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The packaging checks (a step of scripts/test.sh; expects `cargo build --release` done):
-# - the header's SOCKASYNC_VERSION_* macros equal Cargo's version;
+# - the header's SOCKASYNC_VERSION_* macros equal Cargo's version, and so do the C#
+#   binding's assembly version and the soname it loads;
 # - the header compiles cleanly as C99, C11, C++11 and C++17 (-Wall -Wextra -Werror
 #   -pedantic), and a program built from it as C++ links (the extern "C" guards) and runs;
 # - the shared library's soname is libsockasync.so.<major>;
@@ -29,15 +30,7 @@ check() {
 }
 
 work=$(mktemp -d)
-server_pid=
-cleanup() {
-  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-    kill "$server_pid" 2>/dev/null
-    wait "$server_pid" 2>/dev/null
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'rm -rf "$work"' EXIT
 
 header_macro() {
   sed -n "s/^#define SOCKASYNC_VERSION_$1 //p" include/sockasync.h
@@ -51,6 +44,13 @@ version_macros_match() {
   [ -n "$cargo_version" ] && [ "$cargo_version" = "$header_version" ]
 }
 check "header version macros equal Cargo's version" version_macros_match
+
+csharp_versions_match() {
+  grep -q "AssemblyVersion(\"$cargo_version.0\")" bindings/csharp/src/AssemblyInfo.cs &&
+    grep -q "SoVersion = $major;" bindings/csharp/src/Native.cs &&
+    grep -q "target=\"libsockasync.so.$major\"" bindings/csharp/SockAsync.dll.config
+}
+check "the C# binding's assembly version and soname follow Cargo's version" csharp_versions_match
 
 # $1: the language (c or c++), $2: the standard.
 header_compiles_and_runs() {
@@ -120,29 +120,17 @@ examples_build_from_the_installed_copy() {
 check "C examples build with pkg-config (server shared, client static)" \
   examples_build_from_the_installed_copy
 
+# The demo's own script, with the installed builds in place of its own (its output only
+# if it fails: its "N passed" line is not this script's count).
 installed_examples_echo() {
-  LD_LIBRARY_PATH=$lib timeout 30 "$work/echo_server" 127.0.0.1:0 1 \
-    >"$work/server.out" 2>"$work/server.err" &
-  server_pid=$!
-  local endpoint= line
-  for _ in $(seq 100); do
-    line=$(head -n 1 "$work/server.out")
-    if [[ $line == "listening on "* ]]; then
-      endpoint=${line#listening on }
-      break
-    fi
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  [ -n "$endpoint" ] || { cat "$work/server.err"; return 1; }
-  timeout 30 "$work/echo_client" "$endpoint" 200 4096 || return 1
-  wait "$server_pid"
-  local rc=$?
-  server_pid=
-  [ "$rc" -eq 0 ] || cat "$work/server.err"
-  return $rc
+  LD_LIBRARY_PATH=$lib DEMO_SERVER=$work/echo_server DEMO_CLIENT=$work/echo_client \
+    bash examples-c/run-demo.sh >"$work/demo.log" 2>&1 || {
+    sed 's/^/     | /; s/passed/ok/g; s/failed/not ok/g' "$work/demo.log"
+    return 1
+  }
 }
-check "installed echo_server and echo_client echo over 127.0.0.1" installed_examples_echo
+check "installed echo_server and echo_client echo over 127.0.0.1 (the echo demo)" \
+  installed_examples_echo
 
 uninstall_removes_everything() {
   make -s uninstall PREFIX=$prefix DESTDIR="$stage" >/dev/null &&
