@@ -216,7 +216,16 @@ namespace SockAsync
         {
             if (Interlocked.Exchange(ref _disposed, 1) != 0)
                 return;
-            _handle.Dispose();
+            // Closed now even if a call on another thread still holds the handle (which
+            // defers only the release of the memory).
+            try
+            {
+                Native.sock_close(_handle);
+            }
+            finally
+            {
+                _handle.Dispose();
+            }
         }
 
         private bool Start(SocketAsyncEventArgs e, SocketAsyncOperation operation)

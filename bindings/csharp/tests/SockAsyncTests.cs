@@ -37,6 +37,7 @@ internal static class SockAsyncTests
         Run("accept hands out a connected Socket in AcceptSocket", AcceptHandsOutSocket);
         Run("DisconnectAsync ends the stream after queued sends", Disconnect);
         Run("IPv6 and Unix domain sockets echo", OtherFamilies);
+        Run("FromFileDescriptor adopts a descriptor (here a duplicate of another socket's)", AdoptDescriptor);
         Run("Shutdown aborts pending operations before it returns; the runtime restarts", ExplicitShutdown);
         Run("returning from Main with sockets open exits within a second", ExitWithSocketsOpen);
         Run("an unobserved Completed handler exception ends the process loudly", UnobservedHandlerExceptionEndsProcess);
@@ -583,6 +584,21 @@ internal static class SockAsyncTests
         Check(unix[0].RemoteEndPoint.Equals(name), "the abstract name reads back: " + unix[0].RemoteEndPoint);
         Echo(unix);
         Dispose(unix);
+    }
+
+    private static void AdoptDescriptor()
+    {
+        Socket[] pair = Pair();
+        using (Socket adopted = Socket.FromFileDescriptor(pair[0].Handle, false))
+        {
+            Check(adopted.AddressFamily == AddressFamily.InterNetwork, "family read from the kernel: " + adopted.AddressFamily);
+            Check(adopted.LocalEndPoint.Equals(pair[0].LocalEndPoint), "the same connection");
+            SendAll(adopted, new byte[] { 11, 12 });
+        }
+        Check(ReceiveExactly(pair[1], 2)[1] == 12, "sent through the adopted descriptor");
+        SendAll(pair[0], new byte[] { 13 });
+        Check(ReceiveExactly(pair[1], 1)[0] == 13, "the original still works: the library closed only its duplicate");
+        Dispose(pair);
     }
 
     private static void ExplicitShutdown()
