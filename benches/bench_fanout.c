@@ -1,24 +1,34 @@
 /*
- * bench_fanout: many connections echoing 16 KiB messages through one echo server.
+ * bench_fanout: many connections echoing 16 KiB messages through one echo server, with
+ * small buffers on the way back so most of the server's sends go pending.
  *
- *   bench_fanout epoll|uv|sa CONNECTIONS SECONDS
+ *   bench_fanout epoll|uv|sa CONNECTIONS SECONDS [REACTOR_THREADS]
  *
  * Prints "ECHOES_PER_SECOND RSS_BYTES_PER_CONNECTION" on stdout and one "stats:" line on
- * stderr (echoes, sends the server made, how many went pending (sa) or hit EAGAIN (epoll,
- * uv: EAGAIN is not visible through uv_write, so 0), RSS before and after).
+ * stderr: echoes, the server's sends (one per message received), how many of them went
+ * pending (sa: sock_send_async returned true; epoll: send(2) hit EAGAIN before the whole
+ * message was out; uv: uv_write left bytes queued) and that as a percentage, RSS before and
+ * after, the number of threads in the server process, and the CPU time (user + system)
+ * of the server and of the client over the timed window, as a percentage of one CPU, and
+ * the server's per completed echo (a client at ~100% is the limit, not the server).
+ * REACTOR_THREADS (sa only,
+ * default 1) is handed to the library before its first use: sock_runtime_configure if the
+ * header has it (HAVE_SOCK_RUNTIME_CONFIGURE, set by the Makefile), else the environment
+ * variable SOCKASYNC_REACTOR_THREADS; "threads=" shows what the library started.
  *
  * Structure. The measured process runs only the echo server of the mechanism under test;
  * the client is a separate (forked) process running a plain edge-triggered epoll loop, the
  * same code for every mechanism, so its memory and CPU accounting are not the server's.
- * Every socket (the server's listener before accept, so accepted sockets inherit it, and
- * every client socket before connect) gets SO_RCVBUF 4 KiB: the receivers' windows are
- * small, so most sends on both sides go pending / hit EAGAIN.
+ * Each process needs a descriptor per connection: both raise RLIMIT_NOFILE to the hard
+ * limit. The server's sockets get SO_SNDBUF 4 KiB (set on the listener, inherited on
+ * accept), the client's SO_RCVBUF 4 KiB (see SERVER_SNDBUF below for why both).
  *
  *   1. the server sets up its listener; RSS "before" is read;
  *   2. the client connects CONNECTIONS sockets to 127.0.0.1; once the server has accepted
  *      them all and they are idle (each waiting for data), RSS "after" is read:
  *      (after - before) / CONNECTIONS is the user-space memory per idle connection
- *      (the server's own per-connection struct, 16-32 B, included);
+ *      (the server program's own per-connection struct included: epoll 32 B, sa 48 B with
+ *      the allocator's header; for uv the per-connection uv_tcp_t is libuv's handle);
  *   3. the client sends one 16 KiB message on every connection and, each time a message
  *      has come back whole, the next one, for SECONDS; echoes completed in that time /
  *      elapsed is the result. The messages in flight at the end are then drained (and
@@ -33,9 +43,10 @@
  *          EPOLLOUT before reading more.
  *   uv     libuv loop on a thread: uv_listen, uv_accept, uv_read_start (alloc_cb mallocs
  *          16 KiB), uv_write of what was read, freed in the write callback.
- *   sa     sockasync, all from callbacks: sock_accept_async; per connection one args
- *          object cycling zero-byte receive (wait for data, no buffer) -> receive into a
- *          malloc'd 16 KiB buffer -> sock_send_async of what arrived -> free -> ...
+ *   sa     sockasync, all from callbacks (on the library's reactor threads): accept; per
+ *          connection one args object cycling zero-byte receive (wait for data, no buffer)
+ *          -> receive into a malloc'd 16 KiB buffer -> sock_send_async of what arrived ->
+ *          free -> ...
  */
 #include "bench_common.h"
 
@@ -46,31 +57,47 @@
 #include <sys/wait.h>
 #include <uv.h>
 
-#define USAGE "bench_fanout epoll|uv|sa CONNECTIONS SECONDS"
+#define USAGE "bench_fanout epoll|uv|sa CONNECTIONS SECONDS [REACTOR_THREADS]"
 
-enum { MSG = 16 * 1024, PERIOD = 251, RCVBUF = 4096, BUF = 16 * 1024 };
+/* Small buffers on the path back to the client, so most echoes cannot go out at once: the
+ * server's sockets (the listener's, inherited on accept) get SO_SNDBUF 4 KiB and the
+ * client's SO_RCVBUF 4 KiB (the kernel doubles both). A small send buffer alone would not
+ * do on loopback (the receiver would take the data at once); the small window behind it
+ * makes the unsent rest of a 16 KiB echo wait for the client to read. The server's own
+ * receive buffer stays at the default, so a message usually arrives in one receive and
+ * the server makes one send per message. */
+enum {
+    MSG = 16 * 1024,
+    PERIOD = 251,
+    SERVER_SNDBUF = 4096,
+    CLIENT_RCVBUF = 4096,
+    BUF = 16 * 1024
+};
 
 static atomic_uint_fast64_t accepted, server_sends, server_waits;
 static atomic_bool finishing; /* the client is done: errors from closing are expected */
 static uint64_t nconn;
 
-static long rss_kb(void)
+/* A number field of /proc/self/status ("VmRSS:" in kB, "Threads:"). */
+static long proc_status(const char *field)
 {
     FILE *f = fopen("/proc/self/status", "r");
     if (!f)
         DIE_ERRNO("open /proc/self/status");
     char line[256];
-    long kb = -1;
+    size_t len = strlen(field);
+    long v = -1;
     while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, "VmRSS:", 6) == 0)
-            kb = strtol(line + 6, NULL, 10);
+        if (strncmp(line, field, len) == 0)
+            v = strtol(line + len, NULL, 10);
     }
     fclose(f);
-    if (kb < 0)
-        DIE("no VmRSS in /proc/self/status");
-    return kb;
+    if (v < 0)
+        DIE("no %s in /proc/self/status", field);
+    return v;
 }
 
+/* Each process (server and client) holds one descriptor per connection, plus a few. */
 static void raise_nofile(void)
 {
     struct rlimit r;
@@ -79,16 +106,16 @@ static void raise_nofile(void)
     r.rlim_cur = r.rlim_max;
     if (setrlimit(RLIMIT_NOFILE, &r) != 0)
         DIE_ERRNO("setrlimit");
-    if (r.rlim_cur < 2 * nconn + 64)
-        DIE("RLIMIT_NOFILE hard limit %llu is too low for %" PRIu64 " connections",
+    if (r.rlim_cur < nconn + 64)
+        DIE("RLIMIT_NOFILE hard limit %llu is too low for %" PRIu64
+            " connections (a process needs one descriptor per connection, plus 64)",
             (unsigned long long)r.rlim_cur, nconn);
 }
 
-static void set_rcvbuf(int fd)
+static void set_buffer_size(int fd, int option, int bytes, const char *what)
 {
-    int v = RCVBUF;
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof v) != 0)
-        DIE_ERRNO("setsockopt SO_RCVBUF");
+    if (setsockopt(fd, SOL_SOCKET, option, &bytes, sizeof bytes) != 0)
+        DIE_ERRNO(what);
 }
 
 static int backlog(void)
@@ -141,8 +168,31 @@ static size_t msg_off(uint64_t c, uint32_t k)
     return (size_t)((c * 31u + k) % PERIOD);
 }
 
+/* CPU time (user + system, all threads) a process has used so far, in clock ticks. */
+static uint64_t cpu_ticks(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        DIE_ERRNO("open /proc/PID/stat");
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    /* Fields 14 and 15 (utime, stime) follow the command name, which ends with ')'. */
+    char *p = strrchr(buf, ')');
+    unsigned long long utime, stime;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
+                     &stime) != 2)
+        DIE("cannot parse %s", path);
+    return utime + stime;
+}
+
+/* The client measures both processes' CPU over the timed window, so the server's figure
+ * covers the same interval as its echoes (and says whether the client was the limit). */
 typedef struct {
     uint64_t echoes, elapsed_ns;
+    uint64_t server_cpu_ticks, client_cpu_ticks;
 } client_result;
 
 /* Moves one connection as far as it goes without blocking; counts finished echoes. */
@@ -194,6 +244,7 @@ static void client_progress(cconn *cs, uint64_t i, bool running, uint64_t *echoe
 static void client_main(int port_rd, int res_wr, double seconds)
 {
     bench_name = "bench_fanout client";
+    raise_nofile(); /* inherited from the parent; checked again for this process */
     int port;
     if (!read_all(port_rd, &port, sizeof port))
         _exit(1); /* the server failed; it reports why */
@@ -212,7 +263,7 @@ static void client_main(int port_rd, int res_wr, double seconds)
         int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
             DIE_ERRNO("client: socket");
-        set_rcvbuf(fd);
+        set_buffer_size(fd, SO_RCVBUF, CLIENT_RCVBUF, "client: setsockopt SO_RCVBUF");
         if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
             DIE("client: connect %" PRIu64 " to 127.0.0.1: %s", i, strerror(errno));
         if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0)
@@ -228,6 +279,9 @@ static void client_main(int port_rd, int res_wr, double seconds)
         _exit(1);
 
     uint64_t echoes = 0, active = nconn;
+    pid_t server = getppid();
+    uint64_t server_cpu0 = cpu_ticks(server), client_cpu0 = cpu_ticks(getpid());
+    uint64_t server_cpu = 0, client_cpu = 0;
     uint64_t start = now_ns(), end = start + (uint64_t)(seconds * 1e9);
     bool running = true;
     for (uint64_t i = 0; i < nconn; i++)
@@ -246,6 +300,8 @@ static void client_main(int port_rd, int res_wr, double seconds)
         if (running && t >= end) {
             running = false;
             elapsed = t - start;
+            server_cpu = cpu_ticks(server) - server_cpu0;
+            client_cpu = cpu_ticks(getpid()) - client_cpu0;
             drain_deadline = t + 10000000000ull;
             /* A connection between messages would never get another event. */
             for (uint64_t i = 0; i < nconn; i++) {
@@ -260,7 +316,7 @@ static void client_main(int port_rd, int res_wr, double seconds)
                 "their echo 10 s after the run ended (e.g. connection %" PRIu64 ")",
                 active, (uint64_t)0);
     }
-    client_result r = {echoes, elapsed};
+    client_result r = {echoes, elapsed, server_cpu, client_cpu};
     write_all(res_wr, &r, sizeof r);
     for (uint64_t i = 0; i < nconn; i++)
         close(cs[i].fd);
@@ -288,12 +344,10 @@ static void e_close(econn *c)
 static bool e_flush(econn *c)
 {
     while (c->off < c->len) {
-        atomic_fetch_add_explicit(&server_sends, 1, memory_order_relaxed);
         ssize_t n = send(c->fd, c->out + c->off, c->len - c->off, MSG_NOSIGNAL);
         if (n > 0) {
             c->off += (uint32_t)n;
         } else if (n < 0 && errno == EAGAIN) {
-            atomic_fetch_add_explicit(&server_waits, 1, memory_order_relaxed);
             return true;
         } else if (n < 0 && errno != EINTR) {
             if (!atomic_load(&finishing))
@@ -321,8 +375,8 @@ static void e_ready(econn *c)
         ssize_t n = recv(c->fd, buf, BUF, 0);
         if (n > 0) {
             size_t done = 0;
+            atomic_fetch_add_explicit(&server_sends, 1, memory_order_relaxed);
             while (done < (size_t)n) {
-                atomic_fetch_add_explicit(&server_sends, 1, memory_order_relaxed);
                 ssize_t w = send(c->fd, buf + done, (size_t)n - done, MSG_NOSIGNAL);
                 if (w > 0) {
                     done += (size_t)w;
@@ -397,7 +451,7 @@ static int start_epoll(void)
     e_listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (e_listen_fd < 0)
         DIE_ERRNO("socket");
-    set_rcvbuf(e_listen_fd);
+    set_buffer_size(e_listen_fd, SO_SNDBUF, SERVER_SNDBUF, "setsockopt SO_SNDBUF");
     struct sockaddr_in a = {.sin_family = AF_INET};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t len = sizeof a;
@@ -457,6 +511,10 @@ static void uv_on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         int rc = uv_write(&w->req, s, &w->buf, 1, uv_on_write);
         if (rc != 0)
             DIE("uv server: uv_write: %s", uv_strerror(rc));
+        /* uv_write tries the write at once; bytes it could not send stay queued for the
+         * loop's next writable event: that write went pending. */
+        if (s->write_queue_size > 0)
+            atomic_fetch_add_explicit(&server_waits, 1, memory_order_relaxed);
         return;
     }
     free(b->base);
@@ -501,7 +559,7 @@ static int start_uv(void)
     uv_os_fd_t fd;
     if (uv_fileno((uv_handle_t *)&uv_server, &fd) != 0)
         DIE("uv_fileno failed");
-    set_rcvbuf(fd);
+    set_buffer_size(fd, SO_SNDBUF, SERVER_SNDBUF, "setsockopt SO_SNDBUF");
     rc = uv_listen((uv_stream_t *)&uv_server, backlog(), uv_on_conn);
     if (rc != 0)
         DIE("uv_listen: %s", uv_strerror(rc));
@@ -648,14 +706,28 @@ static void sa_on_accept(sock *s, sock_args *e, void *token)
     sa_accept_loop();
 }
 
+/* Before the library's first use: how many reactor threads it runs, callbacks inline. */
+static void sa_configure(uint32_t reactor_threads)
+{
+#ifdef HAVE_SOCK_RUNTIME_CONFIGURE
+    if (!sock_runtime_configure(reactor_threads, SOCK_DISPATCH_INLINE))
+        DIE_SOCK("sock_runtime_configure");
+#else
+    char v[16];
+    snprintf(v, sizeof v, "%u", (unsigned)reactor_threads);
+    if (setenv("SOCKASYNC_REACTOR_THREADS", v, 1) != 0)
+        DIE_ERRNO("setenv SOCKASYNC_REACTOR_THREADS");
+#endif
+}
+
 static int start_sa(void)
 {
     sa_listener = sock_create(SOCK_ADDRESS_FAMILY_INTER_NETWORK, SOCK_SOCKET_TYPE_STREAM,
                               SOCK_PROTOCOL_TYPE_TCP);
     if (!sa_listener)
         DIE_SOCK("sock_create");
-    if (!sock_set_option(sa_listener, SOCK_OPTION_RECEIVE_BUFFER_SIZE, RCVBUF))
-        DIE_SOCK("sock_set_option ReceiveBufferSize");
+    if (!sock_set_option(sa_listener, SOCK_OPTION_SEND_BUFFER_SIZE, SERVER_SNDBUF))
+        DIE_SOCK("sock_set_option SendBufferSize");
     if (!sock_bind(sa_listener, "127.0.0.1:0"))
         DIE_SOCK("sock_bind");
     if (!sock_listen(sa_listener, backlog()))
@@ -676,7 +748,7 @@ static int start_sa(void)
 int main(int argc, char **argv)
 {
     bench_init("bench_fanout");
-    if (argc != 4) {
+    if (argc != 4 && argc != 5) {
         fprintf(stderr, "usage: %s\n", USAGE);
         return 2;
     }
@@ -687,6 +759,11 @@ int main(int argc, char **argv)
     }
     nconn = parse_count(argv[2], USAGE);
     double seconds = (double)parse_count(argv[3], USAGE);
+    uint64_t reactor_threads = argc == 5 ? parse_count(argv[4], USAGE) : 1;
+    if (reactor_threads > 64 || (reactor_threads != 1 && strcmp(m, "sa") != 0)) {
+        fprintf(stderr, "usage: %s (REACTOR_THREADS: 1-64, sa only)\n", USAGE);
+        return 2;
+    }
     raise_nofile();
 
     /* Fork the client before any thread exists. */
@@ -706,9 +783,9 @@ int main(int argc, char **argv)
 
     int port = strcmp(m, "epoll") == 0 ? start_epoll()
                : strcmp(m, "uv") == 0  ? start_uv()
-                                       : start_sa();
+                                       : (sa_configure((uint32_t)reactor_threads), start_sa());
     usleep(100000);
-    long before = rss_kb();
+    long before = proc_status("VmRSS:");
     write_all(to_client[1], &port, sizeof port);
 
     char c;
@@ -722,7 +799,8 @@ int main(int argc, char **argv)
         usleep(1000);
     }
     usleep(200000); /* let every connection settle into waiting for data */
-    long after = rss_kb();
+    long after = proc_status("VmRSS:");
+    long threads = proc_status("Threads:");
     double per_conn = (double)(after - before) * 1024.0 / (double)nconn;
 
     write_all(to_client[1], &c, 1); /* go */
@@ -737,12 +815,19 @@ int main(int argc, char **argv)
     if (r.echoes == 0)
         DIE("no echo completed");
     double rate = (double)r.echoes / ((double)r.elapsed_ns / 1e9);
+    uint64_t sends = atomic_load(&server_sends), pending = atomic_load(&server_waits);
+    double tick_ns = 1e9 / (double)sysconf(_SC_CLK_TCK);
+    double server_cpu_ns = (double)r.server_cpu_ticks * tick_ns;
     fprintf(stderr,
             "stats: connections=%" PRIu64 " echoes=%" PRIu64 " elapsed_ns=%" PRIu64
-            " sends=%" PRIu64 " pending=%" PRIu64 " rss_before_kb=%ld rss_after_kb=%ld"
-            " rss_per_conn=%.0f\n",
-            nconn, r.echoes, r.elapsed_ns, (uint64_t)atomic_load(&server_sends),
-            (uint64_t)atomic_load(&server_waits), before, after, per_conn);
+            " sends=%" PRIu64 " pending=%" PRIu64 " pending_pct=%.1f rss_before_kb=%ld"
+            " rss_after_kb=%ld rss_per_conn=%.0f reactor_threads=%" PRIu64 " threads=%ld"
+            " server_cpu_pct=%.0f client_cpu_pct=%.0f server_cpu_us_per_echo=%.1f\n",
+            nconn, r.echoes, r.elapsed_ns, sends, pending,
+            sends ? 100.0 * (double)pending / (double)sends : 0.0, before, after, per_conn,
+            reactor_threads, threads, 100.0 * server_cpu_ns / (double)r.elapsed_ns,
+            100.0 * (double)r.client_cpu_ticks * tick_ns / (double)r.elapsed_ns,
+            server_cpu_ns / 1e3 / (double)r.echoes);
     printf("%.0f %.0f\n", rate, per_conn < 0 ? 0.0 : per_conn);
     fflush(stdout);
     _exit(0);

@@ -1,23 +1,28 @@
 #!/usr/bin/env bash
-# The sockasync benchmark suite: raw system calls vs libuv vs sockasync over loopback TCP
-# (127.0.0.1 only). Scenarios:
+# The sockasync benchmark suite: raw system calls vs libuv vs tokio vs sockasync over
+# loopback TCP (127.0.0.1 only). Scenarios:
 #   1. small sends   1,000,000 x 64 B to a draining reader: ns per send, sends that went
 #                    pending, and user-space instructions per call (callgrind, 20,000 sends)
 #   2. streaming     1 GiB in 64 KiB sends to a draining reader: GB/s
 #   3. ping-pong     64 B request/response, TCP_NODELAY, 100,000 round trips: p50/p99 us
-#   4. fan-out       C connections (2,000; --quick 500) echoing 16 KiB messages through one
-#                    echo server, SO_RCVBUF 4 KiB: echoes/s and RSS bytes per idle connection
-#                    (here "raw" is a hand-written edge-triggered epoll server)
+#   4. fan-out       C connections (10,000; --quick 1,000) echoing 16 KiB messages through
+#                    one echo server, server SO_SNDBUF 4 KiB and client SO_RCVBUF 4 KiB so
+#                    most server sends go pending: echoes/s, pending share, RSS bytes per
+#                    idle connection; sockasync with 1 and with 2 reactor threads (here "raw"
+#                    is a hand-written edge-triggered epoll server)
+# tokio (benches/tokio, its own cargo package, built here in release mode) takes part in 1
+# and 3.
 #
 #   bash benches/run.sh [--rounds N] [--quick]
 #
-# Each scenario runs the three mechanisms alternately, raw uv sa raw uv sa ..., for N rounds
-# (default 5; --quick: 3 rounds and smaller sizes, a smoke test), so slow phases of a shared
-# machine hit all three alike; the table shows each mechanism's median and the ratio of
-# sockasync's median to the other's, with the median and range of the per-round ratios.
-# The table goes to stdout and to build/benches/results.md; progress and logs go to stderr
-# and build/benches/logs/. Exit status is non-zero if any run failed its own checks.
-# The default run takes about 1.5-2 minutes on a 2-core machine (--rounds 15: about 5).
+# Each scenario runs the mechanisms alternately, raw uv sa tokio raw uv sa tokio ..., for N
+# rounds (default 5; --quick: 3 rounds and smaller sizes, a smoke test), so slow phases of a
+# shared machine hit all of them alike; the table shows each mechanism's median and the
+# ratio of sockasync's median to the other's, with the median and range of the per-round
+# ratios. The table goes to stdout and to build/benches/results.md; progress and logs go to
+# stderr and build/benches/logs/. Exit status is non-zero if any run failed its own checks.
+# The default run takes about 3 minutes on a 2-core machine (the first tokio build adds
+# some 10 s), --quick under 1.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -59,13 +64,13 @@ if [ $QUICK = 1 ]; then
   SMALL_N=200000
   STREAM_BYTES=$((128 * 1024 * 1024))
   PING_N=20000
-  FAN_CONNS=500
+  FAN_CONNS=1000
   FAN_SECONDS=2
 else
   SMALL_N=1000000
   STREAM_BYTES=$((1024 * 1024 * 1024))
   PING_N=100000
-  FAN_CONNS=2000
+  FAN_CONNS=10000
   FAN_SECONDS=3
 fi
 PING_WARMUP=1000
@@ -98,6 +103,27 @@ make -C "$ROOT/benches" --no-print-directory >&2
 mkdir -p "$LOGS"
 rm -f "$LOGS"/*.err "$OUT"/callgrind.*.out
 
+# tokio from crates.io, pinned by benches/tokio/Cargo.lock; its own target directory, so the
+# library's builds never see it. The first build downloads and compiles tokio.
+TOKIO_BIN=$OUT/tokio-target/release/bench_tokio
+log "== cargo build --release --locked (benches/tokio)"
+tokio_build_start=$SECONDS
+if (cd "$ROOT/benches/tokio" && cargo build --release --locked --target-dir "$OUT/tokio-target" >&2); then
+  TOKIO_BUILD="its cargo build here: $((SECONDS - tokio_build_start)) s; a cold one about 15 s"
+else
+  log "   FAILED: the tokio contender does not build; its cells show FAIL"
+  TOKIO_BUILD="FAILED to build"
+  TOKIO_BIN=""
+fi
+TOKIO_VERSION=$(awk '/^name = "tokio"$/ { getline; gsub(/[^0-9.]/, ""); print }' "$ROOT/benches/tokio/Cargo.lock")
+
+# Two reactor threads for the fan-out only once the library has the setting.
+if grep -q 'sock_runtime_configure' "$ROOT/include/sockasync.h"; then
+  FAN_MECHS=(raw uv sa sa2)
+else
+  FAN_MECHS=(raw uv sa)
+fi
+
 START_SECONDS=$SECONDS
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 FAILURES=0
@@ -109,6 +135,11 @@ run_one() {
   local tag=$1
   shift
   local err="$LOGS/$tag.err" out
+  if [ -z "${1:-}" ]; then # a contender that did not build
+    echo "not built" >"$err"
+    echo FAIL
+    return
+  fi
   if out=$(timeout "$RUN_TIMEOUT" "$@" 2>"$err") && [[ "$out" =~ ^[0-9.]+( [0-9.]+)?$ ]]; then
     echo "$out"
   else
@@ -125,13 +156,25 @@ stat_of() {
 
 B=$OUT
 MECHS=(raw uv sa)
+MECHS_TOKIO=(raw uv sa tokio)
+
+# The command line of one run of MECH in SCENARIO (small, ping).
+command_of() {
+  case $1.$2 in
+    small.tokio) [ -z "$TOKIO_BIN" ] || echo "$TOKIO_BIN small $SMALL_N" ;;
+    small.*) echo "$B/bench_small $2 $SMALL_N" ;;
+    ping.tokio) [ -z "$TOKIO_BIN" ] || echo "$TOKIO_BIN pingpong $PING_N $PING_WARMUP" ;;
+    ping.*) echo "$B/bench_pingpong $2 $PING_N $PING_WARMUP" ;;
+  esac
+}
 
 # ---- 1. small sends -----------------------------------------------------------------------
-log "== 1. small sends: $SMALL_N x 64 B, $ROUNDS rounds (raw uv sa alternately)"
+log "== 1. small sends: $SMALL_N x 64 B, $ROUNDS rounds (raw uv sa tokio alternately)"
 for ((r = 1; r <= ROUNDS; r++)); do
   line="   round $r:"
-  for m in "${MECHS[@]}"; do
-    v=$(run_one "small-$m-r$r" "$B/bench_small" "$m" "$SMALL_N")
+  for m in "${MECHS_TOKIO[@]}"; do
+    # shellcheck disable=SC2046 # the command line is split on purpose
+    v=$(run_one "small-$m-r$r" $(command_of small "$m"))
     [ "$v" = FAIL ] && FAILURES=$((FAILURES + 1))
     VALUES[small.$m]+="$v "
     if [ "$m" = sa ]; then w=$(stat_of pending "$LOGS/small-$m-r$r.err"); else w=$(stat_of eagain "$LOGS/small-$m-r$r.err"); fi
@@ -182,11 +225,12 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 
 # ---- 3. ping-pong -------------------------------------------------------------------------
-log "== 3. ping-pong: $PING_N round trips after $PING_WARMUP, $ROUNDS rounds"
+log "== 3. ping-pong: $PING_N round trips after $PING_WARMUP, $ROUNDS rounds (raw uv sa tokio)"
 for ((r = 1; r <= ROUNDS; r++)); do
   line="   round $r:"
-  for m in "${MECHS[@]}"; do
-    v=$(run_one "ping-$m-r$r" "$B/bench_pingpong" "$m" "$PING_N" "$PING_WARMUP")
+  for m in "${MECHS_TOKIO[@]}"; do
+    # shellcheck disable=SC2046 # the command line is split on purpose
+    v=$(run_one "ping-$m-r$r" $(command_of ping "$m"))
     if [ "$v" = FAIL ]; then
       FAILURES=$((FAILURES + 1))
       VALUES[p50.$m]+="FAIL "
@@ -202,13 +246,17 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 
 # ---- 4. fan-out --------------------------------------------------------------------------
-log "== 4. fan-out: $FAN_CONNS connections x 16 KiB echoes for $FAN_SECONDS s, $ROUNDS rounds (epoll uv sa)"
+log "== 4. fan-out: $FAN_CONNS connections x 16 KiB echoes for $FAN_SECONDS s, $ROUNDS rounds (${FAN_MECHS[*]}; raw = epoll, sa2 = 2 reactor threads)"
 for ((r = 1; r <= ROUNDS; r++)); do
   line="   round $r:"
-  for m in "${MECHS[@]}"; do
-    arg=$m
-    [ "$m" = raw ] && arg=epoll
-    v=$(run_one "fanout-$m-r$r" "$B/bench_fanout" "$arg" "$FAN_CONNS" "$FAN_SECONDS")
+  for m in "${FAN_MECHS[@]}"; do
+    case $m in
+      raw) cmd=(epoll "$FAN_CONNS" "$FAN_SECONDS") ;;
+      sa) cmd=(sa "$FAN_CONNS" "$FAN_SECONDS" 1) ;;
+      sa2) cmd=(sa "$FAN_CONNS" "$FAN_SECONDS" 2) ;;
+      *) cmd=("$m" "$FAN_CONNS" "$FAN_SECONDS") ;;
+    esac
+    v=$(run_one "fanout-$m-r$r" "$B/bench_fanout" "${cmd[@]}")
     if [ "$v" = FAIL ]; then
       FAILURES=$((FAILURES + 1))
       VALUES[fan.$m]+="FAIL "
@@ -218,8 +266,14 @@ for ((r = 1; r <= ROUNDS; r++)); do
       VALUES[fan.$m]+="$rate "
       VALUES[fanmem.$m]+="$mem "
     fi
-    EXTRA[fan.$m]+="$(stat_of pending "$LOGS/fanout-$m-r$r.err") "
-    line+=" $arg ${v/ / echoes\/s, } B/conn"
+    p=$(stat_of pending_pct "$LOGS/fanout-$m-r$r.err")
+    t=$(stat_of threads "$LOGS/fanout-$m-r$r.err")
+    EXTRA[fan.$m]+="${p:-FAIL} "
+    EXTRA[fanthreads.$m]+="${t:-FAIL} "
+    c=$(stat_of server_cpu_us_per_echo "$LOGS/fanout-$m-r$r.err")
+    VALUES[fancpu.$m]+="${c:-FAIL} "
+    EXTRA[fanclient.$m]+="$(stat_of client_cpu_pct "$LOGS/fanout-$m-r$r.err") "
+    line+=" $m ${v/ / echoes\/s, } B/conn ${p:-?}% pending;"
   done
   log "$line"
 done
@@ -240,11 +294,11 @@ median() {
     END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
-# ratio SCENARIO OTHER: "R (paired P, LO-HI)": R = sockasync's median / the other's median;
-# P, LO, HI = the median, min and max of the per-round ratios (sockasync / the other run
-# right before or after it in the same round).
+# ratio SCENARIO OTHER [MECH]: "R (paired P, LO-HI)": R = MECH's median / the other's
+# median; P, LO, HI = the median, min and max of the per-round ratios (MECH / the other run
+# in the same round). MECH is sockasync (sa) unless given (sa2: 2 reactor threads).
 ratio() {
-  local sa=(${VALUES[$1.sa]}) other=(${VALUES[$1.$2]})
+  local sa=(${VALUES[$1.${3:-sa}]}) other=(${VALUES[$1.$2]})
   local msa mo paired
   msa=$(median "${sa[@]}")
   mo=$(median "${other[@]}")
@@ -262,10 +316,10 @@ ratio() {
   }'
 }
 
-# ratio_of_medians SCENARIO OTHER: the bare number, for the target checks.
+# rom SCENARIO OTHER [MECH]: the ratio of medians as a bare number, for the target checks.
 rom() {
   local a b
-  a=$(median ${VALUES[$1.sa]})
+  a=$(median ${VALUES[$1.${3:-sa}]})
   b=$(median ${VALUES[$1.$2]})
   awk -v a="$a" -v b="$b" 'BEGIN { if (a == "FAIL" || b == "FAIL" || b == 0) print "FAIL"; else printf "%.4f", a / b }'
 }
@@ -287,22 +341,60 @@ thousands() { # 1000000 -> 1,000,000
 ok_small=$(r=$(rom small raw); [ "$r" = FAIL ] && echo FAIL || check "r <= 1.05" -v r="$r")
 ok_ir=$(i=${IR_PER_CALL[sa]}; [ "$i" = FAIL ] && echo FAIL || check "i <= 100" -v i="$i")
 ok_stream=$(a=$(rom stream raw); b=$(rom stream uv); { [ "$a" = FAIL ] || [ "$b" = FAIL ]; } && echo FAIL || check "a >= 0.97 && b >= 1.0" -v a="$a" -v b="$b")
-ok_fan=$(b=$(rom fan uv); m=$(median ${VALUES[fanmem.sa]}); { [ "$b" = FAIL ] || [ "$m" = FAIL ]; } && echo FAIL || check "b >= 1.2 && m <= 256" -v b="$b" -v m="$m")
-ok_p50=$(a=$(rom p50 raw); b=$(rom p50 uv); { [ "$a" = FAIL ] || [ "$b" = FAIL ]; } && echo FAIL || check "a <= 1.05 && b < 1.0" -v a="$a" -v b="$b")
+# The fan-out server program's own per-connection struct for sockasync (saconn: 32 B, 48 B
+# with malloc's header) is in its RSS; the memory target is for the library's part.
+SA_OWN_STRUCT=48
+sa_lib_mem=$(m=$(median ${VALUES[fanmem.sa]}); [ "$m" = FAIL ] && echo FAIL || awk -v m="$m" -v o="$SA_OWN_STRUCT" 'BEGIN { printf "%.0f", m - o }')
+ok_fanmem=$([ "$sa_lib_mem" = FAIL ] && echo FAIL || check "m <= 256" -v m="$sa_lib_mem")
+if [ -n "${VALUES[fan.sa2]:-}" ]; then
+  ok_fan2=$(b=$(rom fan uv sa2); [ "$b" = FAIL ] && echo FAIL || check "b >= 1.2" -v b="$b")
+else
+  ok_fan2="not run"
+fi
+ok_p50=$(a=$(rom p50 raw); b=$(rom p50 uv); c=$(rom p50 tokio); { [ "$a" = FAIL ] || [ "$b" = FAIL ] || [ "$c" = FAIL ]; } && echo FAIL || check "a <= 1.05 && b < 1.0 && c < 1.0" -v a="$a" -v b="$b" -v c="$c")
 
-# spread VALUES...: "median (min-max)", or FAIL.
+# spread VALUES...: "median (min-max)", or FAIL. SPREAD_FORMAT (a printf format for the
+# median, default %.0f) may precede the call.
 spread() {
   local m
   m=$(median "$@")
   if [ "$m" = FAIL ]; then echo FAIL; return; fi
-  printf '%s\n' "$@" | sort -g | awk -v m="$m" '{ v[NR] = $1 } END { printf "%.0f (%s-%s)", m, v[1], v[NR] }'
+  printf '%s\n' "$@" | sort -g | awk -v m="$m" -v f="${SPREAD_FORMAT:-%.0f}" '{ v[NR] = $1 } END { printf f " (%s-%s)", m, v[1], v[NR] }'
 }
+pct_spread() { SPREAD_FORMAT=%.1f%% spread "$@"; } # "median% (min-max)"
 small_pending=$(spread ${EXTRA[small.sa]})
 small_eagain_raw=$(spread ${EXTRA[small.raw]})
 small_eagain_uv=$(spread ${EXTRA[small.uv]})
+small_eagain_tokio=$(spread ${EXTRA[small.tokio]})
 stream_pending=$(spread ${EXTRA[stream.sa]})
-fan_pending=$(spread ${EXTRA[fan.sa]})
-fan_eagain_raw=$(spread ${EXTRA[fan.raw]})
+fan_pending=$(pct_spread ${EXTRA[fan.sa]})
+fan_pending_raw=$(pct_spread ${EXTRA[fan.raw]})
+fan_pending_uv=$(pct_spread ${EXTRA[fan.uv]})
+fan_threads=$(median ${EXTRA[fanthreads.sa]})
+# fan_cpu MECH: "server us per echo (client N%)".
+fan_cpu() {
+  local c
+  c=$(fmt %.1f "$(median ${VALUES[fancpu.$1]:-FAIL})")
+  echo "$c (client $(fmt %.0f "$(median ${EXTRA[fanclient.$1]:-FAIL})")%)"
+}
+# The 2-thread row, or why there is none.
+if [ -n "${VALUES[fan.sa2]:-}" ]; then
+  fan2_pending=$(pct_spread ${EXTRA[fan.sa2]})
+  fan2_threads=$(median ${EXTRA[fanthreads.sa2]})
+  fan2_mem=$(fmt %.0f "$(median ${VALUES[fanmem.sa2]})")
+  fan2_cpu="$(fan_cpu sa2), / raw $(ratio fancpu raw sa2), / libuv $(ratio fancpu uv sa2)"
+
+  fan2_note="server process threads: $fan2_threads (1 reactor thread: $fan_threads)"
+  if [ "$(check "b + 0 > 0 && b <= a" -v a="$fan_threads" -v b="$fan2_threads")" = yes ]; then
+    fan2_note+="; the library did not start a second reactor thread"
+  fi
+  fan2_row="| 4. fan-out, sockasync with 2 reactor threads ($fan2_note) | completed echoes/s (higher is better) | $(fmt %.0f "$(median ${VALUES[fan.raw]})") | $(fmt %.0f "$(median ${VALUES[fan.uv]})") | | $(fmt %.0f "$(median ${VALUES[fan.sa2]})") | $(ratio fan raw sa2) | $(ratio fan uv sa2) | | >= 1.2x libuv completions/s with 2 reactor threads | $ok_fan2 |"
+else
+  fan2_pending="not run"
+  fan2_mem="not run"
+  fan2_cpu="not run"
+  fan2_row="| 4. fan-out, sockasync with 2 reactor threads | completed echoes/s (higher is better) | | | | not run: include/sockasync.h has no sock_runtime_configure yet | | | | >= 1.2x libuv completions/s with 2 reactor threads | not run |"
+fi
 
 mb=$((STREAM_BYTES / 1024 / 1024))
 if [ "$mb" -ge 1024 ]; then stream_size="$((mb / 1024)) GiB"; else stream_size="$mb MiB"; fi
@@ -312,34 +404,41 @@ dirty=$(cd "$ROOT" && git status --porcelain -- src include Cargo.toml 2>/dev/nu
 
 table() {
   cat <<EOF
-## sockasync benchmarks: raw system calls vs libuv vs sockasync (loopback TCP, 127.0.0.1)
+## sockasync benchmarks: raw system calls vs libuv vs tokio vs sockasync (loopback TCP, 127.0.0.1)
 
-$(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit, $(nproc) CPUs, kernel $(uname -r), libuv $(pkg-config --modversion libuv).
-$ROUNDS rounds, mechanisms alternating (raw, libuv, sockasync) in every round; each cell is
-the median over the rounds. A ratio cell is sockasync's median / the other's median, then
-in parentheses the median and range of the per-round (paired) ratios. Whole run:
-${ELAPSED} s; load average before ${LOAD_BEFORE}, after ${LOAD_AFTER} (other work on the
-machine makes absolute numbers noisy; the paired ratios are what to read).
+$(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit, $(nproc) CPUs, kernel $(uname -r), libuv $(pkg-config --modversion libuv), tokio ${TOKIO_VERSION:-?} (${TOKIO_BUILD}).
+$ROUNDS rounds, mechanisms alternating in every round (raw, libuv, sockasync, tokio; in the
+fan-out sockasync with 1 and with 2 reactor threads); each cell is the median over the
+rounds. A ratio cell is sockasync's median / the other's median, then in parentheses the
+median and range of the per-round (paired) ratios. Whole run: ${ELAPSED} s; load average
+before ${LOAD_BEFORE}, after ${LOAD_AFTER} (other work on the machine makes absolute
+numbers noisy; the paired ratios are what to read).
 
-| scenario | metric | raw syscalls | libuv | sockasync | sockasync / raw | sockasync / libuv | target | met |
-|---|---|---:|---:|---:|---:|---:|---|---|
-| 1. small sends: $(thousands "$SMALL_N") x 64 B, no TCP_NODELAY, reader thread draining | ns per send (lower is better) | $(fmt %.0f "$(median ${VALUES[small.raw]})") | $(fmt %.0f "$(median ${VALUES[small.uv]})") | $(fmt %.0f "$(median ${VALUES[small.sa]})") | $(ratio small raw) | $(ratio small uv) | <= 1.05x raw non-blocking send | $ok_small |
-| 1. small sends | sends that hit EAGAIN (raw, libuv) or went pending (sockasync) per run: median (min-max) | $small_eagain_raw | $small_eagain_uv | $small_pending | | | | |
-| 1. small sends under callgrind: $(thousands "$CALLGRIND_N") x 64 B, Ir of the toggled send function | user-space instructions (Ir) per call | ${IR_PER_CALL[raw]} | ${IR_PER_CALL[uv]} | ${IR_PER_CALL[sa]} | $(awk -v a="${IR_PER_CALL[sa]}" -v b="${IR_PER_CALL[raw]}" 'BEGIN { if (a+0 && b+0) printf "%.2f", a/b; else print "FAIL" }') | $(awk -v a="${IR_PER_CALL[sa]}" -v b="${IR_PER_CALL[uv]}" 'BEGIN { if (a+0 && b+0) printf "%.2f", a/b; else print "FAIL" }') | <= 100 per synchronous sock_send_async | $ok_ir |
-| 2. streaming: $stream_size in 64 KiB sends to a reader thread | GB/s (higher is better) | $(fmt %.2f "$(median ${VALUES[stream.raw]})") | $(fmt %.2f "$(median ${VALUES[stream.uv]})") | $(fmt %.2f "$(median ${VALUES[stream.sa]})") | $(ratio stream raw) | $(ratio stream uv) | >= 0.97x raw blocking, >= 1.00x libuv | $ok_stream |
-| 3. ping-pong: 64 B, TCP_NODELAY, $(thousands "$PING_N") round trips; both ends in one process, 2 threads, unpinned | p50 round trip, us (lower is better) | $(fmt %.1f "$(median ${VALUES[p50.raw]})") | $(fmt %.1f "$(median ${VALUES[p50.uv]})") | $(fmt %.1f "$(median ${VALUES[p50.sa]})") | $(ratio p50 raw) | $(ratio p50 uv) | <= 1.05x raw, < libuv | $ok_p50 |
-| 3. ping-pong | p99 round trip, us | $(fmt %.1f "$(median ${VALUES[p99.raw]})") | $(fmt %.1f "$(median ${VALUES[p99.uv]})") | $(fmt %.1f "$(median ${VALUES[p99.sa]})") | $(ratio p99 raw) | $(ratio p99 uv) | | |
-| 4. fan-out: $(thousands "$FAN_CONNS") connections, 16 KiB echoes for $FAN_SECONDS s, SO_RCVBUF 4 KiB; raw = hand-written epoll server; client a separate epoll process | completed echoes/s (higher is better) | $(fmt %.0f "$(median ${VALUES[fan.raw]})") | $(fmt %.0f "$(median ${VALUES[fan.uv]})") | $(fmt %.0f "$(median ${VALUES[fan.sa]})") | $(ratio fan raw) | $(ratio fan uv) | >= 1.2x libuv completions/s with 2 reactor threads (sockasync has 1 reactor thread until issue 5 adds the setting); <= 256 B library memory per idle connection | $ok_fan |
-| 4. fan-out | server RSS bytes per idle connection (lower is better) | $(fmt %.0f "$(median ${VALUES[fanmem.raw]})") | $(fmt %.0f "$(median ${VALUES[fanmem.uv]})") | $(fmt %.0f "$(median ${VALUES[fanmem.sa]})") | $(ratio fanmem raw) | $(ratio fanmem uv) | <= 256 B | |
-| 4. fan-out | server sends that hit EAGAIN (raw) or went pending (sockasync) per run: median (min-max) | $fan_eagain_raw | n/a | $fan_pending | | | | |
+| scenario | metric | raw syscalls | libuv | tokio | sockasync | sockasync / raw | sockasync / libuv | sockasync / tokio | target | met |
+|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|
+| 1. small sends: $(thousands "$SMALL_N") x 64 B, no TCP_NODELAY, reader thread draining | ns per send (lower is better) | $(fmt %.0f "$(median ${VALUES[small.raw]})") | $(fmt %.0f "$(median ${VALUES[small.uv]})") | $(fmt %.0f "$(median ${VALUES[small.tokio]})") | $(fmt %.0f "$(median ${VALUES[small.sa]})") | $(ratio small raw) | $(ratio small uv) | $(ratio small tokio) | <= 1.05x raw non-blocking send | $ok_small |
+| 1. small sends | sends that hit EAGAIN (raw, libuv, tokio) or went pending (sockasync) per run: median (min-max) | $small_eagain_raw | $small_eagain_uv | $small_eagain_tokio | $small_pending | | | | | |
+| 1. small sends under callgrind: $(thousands "$CALLGRIND_N") x 64 B, Ir of the toggled send function | user-space instructions (Ir) per call | ${IR_PER_CALL[raw]} | ${IR_PER_CALL[uv]} | n/a | ${IR_PER_CALL[sa]} | $(awk -v a="${IR_PER_CALL[sa]}" -v b="${IR_PER_CALL[raw]}" 'BEGIN { if (a+0 && b+0) printf "%.2f", a/b; else print "FAIL" }') | $(awk -v a="${IR_PER_CALL[sa]}" -v b="${IR_PER_CALL[uv]}" 'BEGIN { if (a+0 && b+0) printf "%.2f", a/b; else print "FAIL" }') | | <= 100 per synchronous sock_send_async | $ok_ir |
+| 2. streaming: $stream_size in 64 KiB sends to a reader thread | GB/s (higher is better) | $(fmt %.2f "$(median ${VALUES[stream.raw]})") | $(fmt %.2f "$(median ${VALUES[stream.uv]})") | | $(fmt %.2f "$(median ${VALUES[stream.sa]})") | $(ratio stream raw) | $(ratio stream uv) | | >= 0.97x raw blocking, >= 1.00x libuv | $ok_stream |
+| 3. ping-pong: 64 B, TCP_NODELAY, $(thousands "$PING_N") round trips; both ends in one process, 2 threads, unpinned | p50 round trip, us (lower is better) | $(fmt %.1f "$(median ${VALUES[p50.raw]})") | $(fmt %.1f "$(median ${VALUES[p50.uv]})") | $(fmt %.1f "$(median ${VALUES[p50.tokio]})") | $(fmt %.1f "$(median ${VALUES[p50.sa]})") | $(ratio p50 raw) | $(ratio p50 uv) | $(ratio p50 tokio) | <= 1.05x raw, < libuv, < tokio | $ok_p50 |
+| 3. ping-pong | p99 round trip, us | $(fmt %.1f "$(median ${VALUES[p99.raw]})") | $(fmt %.1f "$(median ${VALUES[p99.uv]})") | $(fmt %.1f "$(median ${VALUES[p99.tokio]})") | $(fmt %.1f "$(median ${VALUES[p99.sa]})") | $(ratio p99 raw) | $(ratio p99 uv) | $(ratio p99 tokio) | | |
+| 4. fan-out: $(thousands "$FAN_CONNS") connections, 16 KiB echoes for $FAN_SECONDS s, server SO_SNDBUF 4 KiB, client SO_RCVBUF 4 KiB; raw = hand-written edge-triggered epoll server; client a separate epoll process; sockasync with 1 reactor thread (server process threads: $fan_threads) | completed echoes/s (higher is better) | $(fmt %.0f "$(median ${VALUES[fan.raw]})") | $(fmt %.0f "$(median ${VALUES[fan.uv]})") | | $(fmt %.0f "$(median ${VALUES[fan.sa]})") | $(ratio fan raw) | $(ratio fan uv) | | (the target is for 2 reactor threads, next row) | |
+$fan2_row
+| 4. fan-out | server sends that went pending (sockasync: sock_send_async returned true; epoll: EAGAIN before the whole message was out; libuv: uv_write left bytes queued), % of sends: median (min-max) | $fan_pending_raw | $fan_pending_uv | | $fan_pending (2 reactor threads: $fan2_pending) | | | | most sends pending | |
+| 4. fan-out | server CPU (user + system, all threads) per completed echo, us (lower is better); in parentheses the client process's CPU, % of one CPU (near 100%: the client is the limit) | $(fan_cpu raw) | $(fan_cpu uv) | | $(fan_cpu sa) (2 reactor threads: $fan2_cpu) | $(ratio fancpu raw) | $(ratio fancpu uv) | | | |
+| 4. fan-out | server RSS bytes per idle connection (lower is better; sockasync's includes the bench's own 48-B per-connection struct) | $(fmt %.0f "$(median ${VALUES[fanmem.raw]})") | $(fmt %.0f "$(median ${VALUES[fanmem.uv]})") | | $(fmt %.0f "$(median ${VALUES[fanmem.sa]})") (2 reactor threads: $fan2_mem) | $(ratio fanmem raw) | $(ratio fanmem uv) | | <= 256 B library memory per idle connection (RSS less the 48-B struct: $sa_lib_mem B) | $ok_fanmem |
 
 How each was run (programs in benches/, built by benches/Makefile with -O2):
+- tokio: benches/tokio (bench_tokio, a cargo package of its own built with --release
+  --locked; tokio with only its current-thread runtime and I/O driver), the same scenarios,
+  sizes, checks and output as the C programs.
 - 1. small sends (bench_small): one connection, no TCP_NODELAY, a reader thread in the same
   process draining with blocking recv into 64 KiB and checking every byte and the total;
   an untimed 1% warm-up, then the send loop's wall time / sends. raw: non-blocking send(2)
   with MSG_NOSIGNAL, poll(POLLOUT) on EAGAIN. libuv: uv_try_write, poll(POLLOUT) on
   UV_EAGAIN. sockasync: sock_send_async with one reused args; a pending send is waited for
   (semaphore posted by its callback); each result's status and socket error are checked.
+  tokio: TcpStream::try_write in a current-thread runtime, writable().await on WouldBlock.
 - 1. callgrind: valgrind --tool=callgrind --toggle-collect=FN on the same program with
   $(thousands "$CALLGRIND_N") sends (+1% warm-up), FN = raw_send_call (a never-inlined wrapper around
   the loop's send(2) call), uv_try_write, sock_send_async. Ir per call = total collected Ir /
@@ -360,19 +459,29 @@ How each was run (programs in benches/, built by benches/Makefile with -O2):
   libuv (uv_read_start + uv_write), each with its own loop and thread. sockasync: both ends
   on sockasync: the server's pending receive completes on the reactor thread, whose callback
   sends the echo and receives again; the client thread issues sock_send_async then
-  sock_receive_async and waits on a semaphore when one goes pending.
+  sock_receive_async and waits on a semaphore when one goes pending. tokio: both ends on
+  tokio, each with its own current-thread runtime on its own thread (as libuv's), the
+  server read + write_all, the client write_all + read_exact.
 - 4. fan-out (bench_fanout): the measured process runs only the echo server; the client is
   a forked process (a plain edge-triggered epoll loop, the same for every mechanism) that
   connects $(thousands "$FAN_CONNS") sockets, then keeps one 16 KiB message in flight per connection and
   checks every echoed byte; echoes/s = echoes completed in $FAN_SECONDS s / elapsed (messages in
-  flight at the end must still come back within 10 s, else the run fails). SO_RCVBUF 4 KiB
-  on the server's listener (before accept) and on every client socket. RSS per connection =
-  (server VmRSS with all connections accepted and idle - VmRSS before connecting) / count;
-  it includes the server program's own per-connection struct (16-32 B) but no message
-  buffer (each server allocates one only while data moves). raw: epoll, reads into one
-  scratch buffer, copies what a send leaves. libuv: uv_read_start + uv_write, a malloc'd
-  buffer per read. sockasync: from callbacks: accept, then per connection one args cycling
-  zero-byte receive -> receive into a malloc'd buffer -> sock_send_async -> free.
+  flight at the end must still come back within 10 s, else the run fails). CPU: the client
+  reads both processes' utime + stime (/proc/PID/stat) at the start and the end of the
+  timed window. SO_SNDBUF 4 KiB
+  on the server's listener (before accept, so every accepted socket has it) and SO_RCVBUF
+  4 KiB on every client socket, the server's receive buffer left at the default: a message
+  arrives in one receive and its echo cannot go out at once, so nearly every server send
+  waits for the client to read. Each process raises RLIMIT_NOFILE to the hard limit (one
+  descriptor per connection each). RSS per connection = (server VmRSS with all
+  connections accepted and idle - VmRSS before connecting) / count; it includes the server
+  program's own per-connection struct (epoll 32 B, sockasync 48 B with malloc's header) but
+  no message buffer (each server allocates one only while data moves). raw: epoll, reads
+  into one scratch buffer, copies what a send leaves. libuv: uv_read_start + uv_write, a
+  malloc'd buffer per read. sockasync: from callbacks: accept, then per connection one
+  args cycling zero-byte receive -> receive into a malloc'd buffer -> sock_send_async ->
+  free; 1 or 2 reactor threads (bench_fanout's fourth argument, given to the library before
+  its first use), callbacks inline on them.
 EOF
 }
 

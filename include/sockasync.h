@@ -33,6 +33,45 @@
 
 
 /**
+ * .NET's `SocketFlags`, as `sock_args_set_flags` takes them and `sock_args_flags` reports
+ * them (bits; combine with `|`).
+ */
+enum sock_socket_flags
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  SOCK_SOCKET_FLAGS_NONE = 0,
+  /**
+   * Urgent (out-of-band) data: MSG_OOB.
+   */
+  SOCK_SOCKET_FLAGS_OUT_OF_BAND = 1,
+  /**
+   * Receive without taking the data off the socket: MSG_PEEK.
+   */
+  SOCK_SOCKET_FLAGS_PEEK = 2,
+  /**
+   * Bypass routing: MSG_DONTROUTE.
+   */
+  SOCK_SOCKET_FLAGS_DONT_ROUTE = 4,
+  /**
+   * Reported by a receive: the datagram was larger than the buffer, and the rest is lost.
+   */
+  SOCK_SOCKET_FLAGS_TRUNCATED = 256,
+  /**
+   * Reported by a receive: control data was cut short.
+   */
+  SOCK_SOCKET_FLAGS_CONTROL_DATA_TRUNCATED = 512,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum sock_socket_flags sock_socket_flags;
+#else
+typedef int32_t sock_socket_flags;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * Whether the latest call on this thread was accepted, and if not, why: read with
  * `sock_last_status()`. A rejected call changed nothing (the .NET API throws in these cases).
  */
@@ -342,7 +381,7 @@ typedef int32_t sock_dispatch;
  * Methods: `sock_bind`, `sock_listen`, `sock_local_endpoint`, `sock_remote_endpoint`,
  * `sock_set_option`, `sock_get_option`, `sock_shutdown`, `sock_close`, `sock_free`,
  * `sock_accept_async`, `sock_connect_async`, `sock_send_async`, `sock_receive_async`,
- * `sock_disconnect_async`.
+ * `sock_send_to_async`, `sock_receive_from_async`, `sock_disconnect_async`, `sock_fd`.
  */
 typedef struct sock sock;
 
@@ -360,9 +399,25 @@ typedef struct sock sock;
  * `sock_args_set_buffer_list`, `sock_args_set_remote_endpoint`, `sock_args_set_user_token`,
  * `sock_args_user_token`, `sock_args_bytes_transferred`, `sock_args_socket_error`,
  * `sock_args_last_operation`, `sock_args_offset`, `sock_args_count`,
- * `sock_args_accept_socket`.
+ * `sock_args_accept_socket`, `sock_args_set_flags`, `sock_args_flags`,
+ * `sock_args_remote_endpoint`.
  */
 typedef struct sock_args sock_args;
+
+/**
+ * A completion queue: an alternative to callbacks. Args made with `sock_args_new_queued`
+ * post each completion of a pending operation (true) here instead of calling a function; the
+ * host takes them out with `sock_cq_wait`, from any number of threads, or watches
+ * `sock_cq_fd` in its own event loop (Python's asyncio `add_reader`, GLib, libuv's
+ * `uv_poll`). Operations that complete at once (false) are not posted, as no callback runs
+ * for them. Completions of one socket and direction are posted in order; close and
+ * `sock_runtime_shutdown` post OperationAborted as they would call back.
+ *
+ * Made by `sock_cq_new`, owned by the caller, released with `sock_cq_free`.
+ *
+ * Methods: `sock_cq_free`, `sock_cq_wait`, `sock_cq_fd`, `sock_args_new_queued`.
+ */
+typedef struct sock_cq sock_cq;
 
 /**
  * The completion callback: runs exactly once for each operation that returned true
@@ -397,6 +452,17 @@ extern "C" {
  * NullArgument if `completed` is NULL.
  */
 sock_args *sock_args_new(sock_completed_fn completed, void *user_token);
+
+/**
+ * Creates an args object whose pending operations post their completion to the queue `q`
+ * (see `sock_cq`) instead of calling a function; `user_token` is as for `sock_args_new`.
+ * The args keep the queue's memory alive; freeing the queue makes later completions of
+ * these args go nowhere.
+ *
+ * Returns the new args, owned by the caller (release with `sock_args_free`), or NULL with
+ * NullArgument if `q` is NULL.
+ */
+sock_args *sock_args_new_queued(sock_cq *q, void *user_token);
 
 /**
  * Releases the caller's args. If an operation is in flight, the memory stays valid until
@@ -445,6 +511,33 @@ bool sock_args_set_buffer_list(sock_args *e, const sock_buf *list, size_t count)
 bool sock_args_set_remote_endpoint(sock_args *e, const char *endpoint);
 
 /**
+ * Sets the SocketFlags (`sock_socket_flags`, combined with `|`) the next operations pass:
+ * OutOfBand, Peek, DontRoute. Each completion overwrites them with what it reports
+ * (Truncated for a datagram cut short; None for sends), so set them again before each
+ * operation that needs them; Truncated and ControlDataTruncated are ignored as input.
+ *
+ * Returns true if set. False: NullArgument, InProgress, InvalidArgument (other bits).
+ */
+bool sock_args_set_flags(sock_args *e, int32_t flags);
+
+/**
+ * The flags (`sock_socket_flags`): as set, or what the last completed operation reported
+ * (0 for NULL args).
+ */
+int32_t sock_args_flags(const sock_args *e);
+
+/**
+ * Writes the args' remote endpoint as NUL-terminated text into `out` (`cap` bytes): the one
+ * set with `sock_args_set_remote_endpoint`, or the sender of the datagram the last
+ * receive-from took, in the forms `sock_local_endpoint` uses.
+ *
+ * Returns the text's length without the NUL; 0 with status OK if the args have no endpoint
+ * (nothing written); 0 with InvalidArgument if it does not fit (nothing written), or
+ * NullArgument.
+ */
+size_t sock_args_remote_endpoint(const sock_args *e, char *out, size_t cap);
+
+/**
  * Replaces the user token; allowed at any time. A callback receives the token current when
  * it runs.
  */
@@ -491,6 +584,41 @@ size_t sock_args_count(const sock_args *e);
  * released by the library when the args start another accept or are freed.
  */
 sock *sock_args_accept_socket(const sock_args *e);
+
+/**
+ * Creates a completion queue, owned by the caller (release with `sock_cq_free`).
+ *
+ * Returns NULL with SocketError if the system refuses its descriptor (TooManyOpenSockets).
+ */
+sock_cq *sock_cq_new(void);
+
+/**
+ * Releases the caller's queue: completions still in it are dropped (args freed while pending
+ * go with them), later ones are discarded, and threads waiting in `sock_cq_wait` return 0.
+ * Args made for it stay valid (their operations still complete) until freed. NULL does
+ * nothing.
+ */
+void sock_cq_free(sock_cq *q);
+
+/**
+ * Takes up to `cap` completed args into `out`, waiting up to `timeout_ms` milliseconds for
+ * the first (0: do not wait; -1: wait for ever). Each taken args object has its results in
+ * place and may be reused or freed at once. An args object that was freed while its
+ * operation was pending is still delivered once (its user token tells which); that pointer
+ * stays valid until this thread's next `sock_cq_wait`, and must not be used for anything
+ * but reading it. Several threads may wait on one queue; each completion goes to one.
+ *
+ * Returns how many it took (0 after a time-out, or if the queue was freed meanwhile). 0 also
+ * on NullArgument, or InvalidArgument (cap 0, or a timeout below -1).
+ */
+size_t sock_cq_wait(sock_cq *q, sock_args **out, size_t cap, int32_t timeout_ms);
+
+/**
+ * A descriptor that is readable while the queue holds completions, for an event loop to
+ * watch (readable means: call `sock_cq_wait` with timeout 0). It is the queue's: do not
+ * read, write or close it. Returns -1 with NullArgument for NULL.
+ */
+ptrdiff_t sock_cq_fd(const sock_cq *q);
 
 /**
  * Configures the runtime before its first use (the first `sock_create`): `reactor_threads`
@@ -693,6 +821,33 @@ bool sock_send_async(sock *s, sock_args *e);
  * Returns as `sock_accept_async` does. Rejections: NullArgument, Disposed, InProgress.
  */
 bool sock_receive_async(sock *s, sock_args *e);
+
+/**
+ * Sends `e`'s buffer, range or buffer list as one datagram to the endpoint set with
+ * `sock_args_set_remote_endpoint` (which may be changed between sends). A datagram is never
+ * split or cut short: one too large for the socket completes with MessageSize (10040) and 0
+ * bytes, a buffer list of any length included; nothing set is a zero-length datagram.
+ * Bytes transferred is the datagram's size. The first send-to binds an unbound socket.
+ *
+ * Returns as `sock_accept_async` does. Rejections: NullArgument, Disposed, InvalidArgument
+ * (no endpoint), NotSupported (a stream socket, or an endpoint of the other family),
+ * InProgress.
+ */
+bool sock_send_to_async(sock *s, sock_args *e);
+
+/**
+ * Receives one datagram into `e`'s buffer, range or buffer list, and writes its sender into
+ * `e` (read it with `sock_args_remote_endpoint`; an IPv4 sender on a dual-mode IPv6 socket
+ * reads as `"[::ffff:127.0.0.1]:port"`, as on .NET). A datagram larger than the buffer fills
+ * it, completes with Success and sets the Truncated flag (the rest is lost); Peek leaves the
+ * datagram queued. Nothing set takes a datagram and keeps none of it (Truncated unless it
+ * was empty). A zero-length datagram completes with 0 bytes.
+ *
+ * Returns as `sock_accept_async` does. Rejections: NullArgument, Disposed, NotSupported (a
+ * stream socket), InvalidOperation (the socket is not bound: bind it, or send from it
+ * first), InProgress.
+ */
+bool sock_receive_from_async(sock *s, sock_args *e);
 
 /**
  * Shuts the connection down both ways after any sends queued before it: the peer sees end

@@ -4,6 +4,8 @@ use std::ffi::{c_char, c_void};
 use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
+use crate::cq::sock_cq;
+use crate::engine::cq::CompletionQueue;
 use crate::engine::{Args, RawBuf, Socket, endpoint};
 use crate::error::Reject;
 use crate::ffi;
@@ -22,7 +24,8 @@ use crate::socket::sock;
 /// `sock_args_set_buffer_list`, `sock_args_set_remote_endpoint`, `sock_args_set_user_token`,
 /// `sock_args_user_token`, `sock_args_bytes_transferred`, `sock_args_socket_error`,
 /// `sock_args_last_operation`, `sock_args_offset`, `sock_args_count`,
-/// `sock_args_accept_socket`.
+/// `sock_args_accept_socket`, `sock_args_set_flags`, `sock_args_flags`,
+/// `sock_args_remote_endpoint`.
 pub struct sock_args {
     _private: [u8; 0],
 }
@@ -76,21 +79,47 @@ pub extern "C" fn sock_args_new(
 ) -> *mut sock_args {
     ffi::call(std::ptr::null_mut(), || {
         let completed = completed.ok_or_else(|| Reject::null("completed"))?;
-        let notify = move |socket: &Arc<Socket>, args: &Arc<Args>| {
-            let token = args.user_token() as *mut c_void;
-            // SAFETY: the caller gave this function for exactly this call shape; the two
-            // handles are live (the pending operation holds both) until it returns.
-            unsafe {
-                completed(
-                    Arc::as_ptr(socket) as *mut sock,
-                    Arc::as_ptr(args) as *mut sock_args,
-                    token,
-                )
-            }
-        };
-        let args = Arc::new(Args::new(Box::new(notify), user_token as usize));
+        let args = Arc::new(Args::with_plain_completion(
+            call_completed,
+            completed as usize,
+            user_token as usize,
+        ));
         Ok(ffi::into_handle(args) as *mut sock_args)
     })
+}
+
+/// Creates an args object whose pending operations post their completion to the queue `q`
+/// (see `sock_cq`) instead of calling a function; `user_token` is as for `sock_args_new`.
+/// The args keep the queue's memory alive; freeing the queue makes later completions of
+/// these args go nowhere.
+///
+/// Returns the new args, owned by the caller (release with `sock_args_free`), or NULL with
+/// NullArgument if `q` is NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_args_new_queued(q: *mut sock_cq, user_token: *mut c_void) -> *mut sock_args {
+    ffi::call(std::ptr::null_mut(), || {
+        let queue = ffi::borrow(q as *const CompletionQueue, "queue")?;
+        let args = Arc::new(Args::with_queue(Arc::clone(&queue), user_token as usize));
+        Ok(ffi::into_handle(args) as *mut sock_args)
+    })
+}
+
+/// The args' completion: calls the C callback `sock_args_new` was given, kept as a word.
+fn call_completed(socket: &Arc<Socket>, args: &Arc<Args>, completed: usize) {
+    type Callback = unsafe extern "C" fn(*mut sock, *mut sock_args, *mut c_void);
+    // SAFETY: the word is exactly the non-null `sock_completed_fn` that sock_args_new stored
+    // for these args (a function pointer, which round-trips through usize unchanged).
+    let completed = unsafe { std::mem::transmute::<usize, Callback>(completed) };
+    let token = args.user_token() as *mut c_void;
+    // SAFETY: the caller gave this function for exactly this call shape; the two handles are
+    // live (the pending operation holds both) until it returns.
+    unsafe {
+        completed(
+            Arc::as_ptr(socket) as *mut sock,
+            Arc::as_ptr(args) as *mut sock_args,
+            token,
+        )
+    }
 }
 
 /// Releases the caller's args. If an operation is in flight, the memory stays valid until
@@ -178,6 +207,44 @@ pub extern "C" fn sock_args_set_remote_endpoint(
             Some(endpoint::parse(ffi::c_str(endpoint, "endpoint")?)?)
         };
         a.set_remote_endpoint(parsed)
+    })
+}
+
+/// Sets the SocketFlags (`sock_socket_flags`, combined with `|`) the next operations pass:
+/// OutOfBand, Peek, DontRoute. Each completion overwrites them with what it reports
+/// (Truncated for a datagram cut short; None for sends), so set them again before each
+/// operation that needs them; Truncated and ControlDataTruncated are ignored as input.
+///
+/// Returns true if set. False: NullArgument, InProgress, InvalidArgument (other bits).
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_args_set_flags(e: *mut sock_args, flags: i32) -> bool {
+    set(e, |a| a.set_flags(flags))
+}
+
+/// The flags (`sock_socket_flags`): as set, or what the last completed operation reported
+/// (0 for NULL args).
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_args_flags(e: *const sock_args) -> i32 {
+    get(e, 0, Args::flags)
+}
+
+/// Writes the args' remote endpoint as NUL-terminated text into `out` (`cap` bytes): the one
+/// set with `sock_args_set_remote_endpoint`, or the sender of the datagram the last
+/// receive-from took, in the forms `sock_local_endpoint` uses.
+///
+/// Returns the text's length without the NUL; 0 with status OK if the args have no endpoint
+/// (nothing written); 0 with InvalidArgument if it does not fit (nothing written), or
+/// NullArgument.
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_args_remote_endpoint(
+    e: *const sock_args,
+    out: *mut c_char,
+    cap: usize,
+) -> usize {
+    ffi::call(0, || match args(e)?.endpoint() {
+        Some(endpoint) => ffi::write_c_bytes(&endpoint.to_text(), out, cap),
+        None if out.is_null() => Err(Reject::null("out")),
+        None => Ok(0),
     })
 }
 

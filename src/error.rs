@@ -244,6 +244,69 @@ pub enum AsyncOperation {
     SendTo = 9,
 }
 
+/// .NET's `SocketFlags`, as `sock_args_set_flags` takes them and `sock_args_flags` reports
+/// them (bits; combine with `|`).
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SocketFlags {
+    None = 0,
+    /// Urgent (out-of-band) data: MSG_OOB.
+    OutOfBand = 1,
+    /// Receive without taking the data off the socket: MSG_PEEK.
+    Peek = 2,
+    /// Bypass routing: MSG_DONTROUTE.
+    DontRoute = 4,
+    /// Reported by a receive: the datagram was larger than the buffer, and the rest is lost.
+    Truncated = 0x100,
+    /// Reported by a receive: control data was cut short.
+    ControlDataTruncated = 0x200,
+}
+
+impl SocketFlags {
+    /// Every bit `sock_args_set_flags` accepts.
+    pub const ALL: i32 = SocketFlags::OutOfBand as i32
+        | SocketFlags::Peek as i32
+        | SocketFlags::DontRoute as i32
+        | SocketFlags::Truncated as i32
+        | SocketFlags::ControlDataTruncated as i32;
+
+    /// The bits that change what an operation asks of the kernel.
+    pub const INPUT: i32 =
+        SocketFlags::OutOfBand as i32 | SocketFlags::Peek as i32 | SocketFlags::DontRoute as i32;
+
+    /// The MSG_* bits an operation passes the kernel. Truncated and ControlDataTruncated only
+    /// ever report, so as input they are ignored: args that just reported them can be used
+    /// again as they are.
+    pub fn to_system(flags: i32) -> i32 {
+        let mut system = 0;
+        if flags & SocketFlags::OutOfBand as i32 != 0 {
+            system |= libc::MSG_OOB;
+        }
+        if flags & SocketFlags::Peek as i32 != 0 {
+            system |= libc::MSG_PEEK;
+        }
+        if flags & SocketFlags::DontRoute as i32 != 0 {
+            system |= libc::MSG_DONTROUTE;
+        }
+        system
+    }
+
+    /// What a receive reports, from the kernel's msg_flags.
+    pub fn from_received(msg_flags: i32) -> i32 {
+        let mut flags = 0;
+        if msg_flags & libc::MSG_TRUNC != 0 {
+            flags |= SocketFlags::Truncated as i32;
+        }
+        if msg_flags & libc::MSG_CTRUNC != 0 {
+            flags |= SocketFlags::ControlDataTruncated as i32;
+        }
+        if msg_flags & libc::MSG_OOB != 0 {
+            flags |= SocketFlags::OutOfBand as i32;
+        }
+        flags
+    }
+}
+
 /// Whether the latest call on this thread was accepted, and if not, why: read with
 /// `sock_last_status()`. A rejected call changed nothing (the .NET API throws in these cases).
 #[repr(i32)]

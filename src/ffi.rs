@@ -223,6 +223,13 @@ pub(crate) fn write_out<T>(out: *mut T, value: T) -> Result<(), Reject> {
     Ok(())
 }
 
+/// Stores `value` in slot `index` of a caller's array; the caller of this function has
+/// checked `out` is non-null and `index` is below the array's length the C caller gave.
+pub(crate) fn write_slot<T>(out: *mut T, index: usize, value: T) {
+    // SAFETY: as above: `out` points at an array of at least index + 1 writable T.
+    unsafe { out.add(index).write(value) }
+}
+
 /// A copy of a C array of `count` elements; NULL with a non-zero count is rejected.
 pub(crate) fn copy_array<T: Copy>(
     ptr: *const T,

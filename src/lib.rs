@@ -15,6 +15,7 @@
 #![allow(non_camel_case_types)]
 
 pub mod args;
+pub mod cq;
 pub mod engine;
 pub mod error;
 mod ffi;

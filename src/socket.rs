@@ -18,7 +18,7 @@ use crate::ffi;
 /// Methods: `sock_bind`, `sock_listen`, `sock_local_endpoint`, `sock_remote_endpoint`,
 /// `sock_set_option`, `sock_get_option`, `sock_shutdown`, `sock_close`, `sock_free`,
 /// `sock_accept_async`, `sock_connect_async`, `sock_send_async`, `sock_receive_async`,
-/// `sock_disconnect_async`.
+/// `sock_send_to_async`, `sock_receive_from_async`, `sock_disconnect_async`, `sock_fd`.
 pub struct sock {
     _private: [u8; 0],
 }
@@ -311,6 +311,35 @@ pub extern "C" fn sock_send_async(s: *mut sock, e: *mut sock_args) -> bool {
 #[unsafe(no_mangle)]
 pub extern "C" fn sock_receive_async(s: *mut sock, e: *mut sock_args) -> bool {
     start(s, e, Socket::receive_async)
+}
+
+/// Sends `e`'s buffer, range or buffer list as one datagram to the endpoint set with
+/// `sock_args_set_remote_endpoint` (which may be changed between sends). A datagram is never
+/// split or cut short: one too large for the socket completes with MessageSize (10040) and 0
+/// bytes, a buffer list of any length included; nothing set is a zero-length datagram.
+/// Bytes transferred is the datagram's size. The first send-to binds an unbound socket.
+///
+/// Returns as `sock_accept_async` does. Rejections: NullArgument, Disposed, InvalidArgument
+/// (no endpoint), NotSupported (a stream socket, or an endpoint of the other family),
+/// InProgress.
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_send_to_async(s: *mut sock, e: *mut sock_args) -> bool {
+    start(s, e, Socket::send_to_async)
+}
+
+/// Receives one datagram into `e`'s buffer, range or buffer list, and writes its sender into
+/// `e` (read it with `sock_args_remote_endpoint`; an IPv4 sender on a dual-mode IPv6 socket
+/// reads as `"[::ffff:127.0.0.1]:port"`, as on .NET). A datagram larger than the buffer fills
+/// it, completes with Success and sets the Truncated flag (the rest is lost); Peek leaves the
+/// datagram queued. Nothing set takes a datagram and keeps none of it (Truncated unless it
+/// was empty). A zero-length datagram completes with 0 bytes.
+///
+/// Returns as `sock_accept_async` does. Rejections: NullArgument, Disposed, NotSupported (a
+/// stream socket), InvalidOperation (the socket is not bound: bind it, or send from it
+/// first), InProgress.
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_receive_from_async(s: *mut sock, e: *mut sock_args) -> bool {
+    start(s, e, Socket::receive_from_async)
 }
 
 /// Shuts the connection down both ways after any sends queued before it: the peer sees end

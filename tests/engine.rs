@@ -421,3 +421,47 @@ fn a_small_send_behind_a_pending_one_waits_its_turn_and_rejections_still_hold() 
         "only end of stream follows"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// The debug builds' exactly-once instrument: it must catch what the tests could otherwise
+// only count. Each test makes the mistake on purpose, by hand, and expects the panic.
+// ---------------------------------------------------------------------------------------
+
+/// Args started for one operation, and a pending form of it made by hand.
+#[cfg(debug_assertions)]
+fn started_by_hand() -> (Arc<Socket>, Arc<Args>, Receiver<Completed>) {
+    let s = tcp(false);
+    let (a, rx) = args();
+    a.begin_io().expect("claim");
+    a.started(AsyncOperation::Disconnect);
+    (s, a, rx)
+}
+
+#[cfg(debug_assertions)]
+#[test]
+#[should_panic(expected = "delivered twice")]
+fn a_second_delivery_of_one_operation_is_caught() {
+    use sockasync::engine::op::{Finished, Pending};
+    let (s, a, rx) = started_by_hand();
+    let first = Pending::new(&a, &s, 0);
+    let again = Pending::new(&a, &s, 0);
+    first.complete(Finished::ok(0));
+    rx.recv_timeout(WAIT)
+        .expect("the first delivery runs the callback");
+    again.complete(Finished::ok(0));
+}
+
+#[cfg(debug_assertions)]
+#[test]
+#[should_panic(expected = "a completion for operation 1 of args now on operation 2")]
+fn a_stale_completion_after_the_args_were_reused_is_caught() {
+    use sockasync::engine::op::{Finished, Pending};
+    let (s, a, rx) = started_by_hand();
+    let first = Pending::new(&a, &s, 0);
+    let stale = Pending::new(&a, &s, 0);
+    first.complete(Finished::ok(0));
+    rx.recv_timeout(WAIT).unwrap();
+    a.begin_io().expect("reusable once completed");
+    a.started(AsyncOperation::Disconnect);
+    stale.complete(Finished::ok(0));
+}

@@ -8,16 +8,35 @@
 //! that need them take. Results are atomics so a getter racing a completion reads a value,
 //! not torn memory.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicI16, AtomicPtr, AtomicU8, AtomicU16, AtomicUsize, Ordering,
+};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use super::cq::CompletionQueue;
 use super::endpoint::Endpoint;
+use super::op::{ConnectPhase, Finished};
 use super::socket::Socket;
 use super::sys::RawBuf;
-use crate::error::{AsyncOperation, Reject, SocketError, Status};
+use crate::error::{AsyncOperation, Reject, SocketError, SocketFlags, Status};
 
-/// Called once per pending operation, on the reactor thread, after the results are in place.
+/// A closure called once per pending operation, on the reactor thread, after the results
+/// are in place.
 pub type Completion = Box<dyn Fn(&Arc<Socket>, &Arc<Args>) + Send + Sync>;
+
+/// A plain function called like a `Completion`, with a word the args were made with: no
+/// allocation, unlike a boxed closure (the C boundary passes its callback as the word).
+pub type PlainCompletion = fn(&Arc<Socket>, &Arc<Args>, usize);
+
+/// How an args object calls back: two words either way. A closure is boxed once more so its
+/// variant is one thin pointer, which leaves room for the enum's tag in the function
+/// pointer's niche; only Rust callers use it.
+enum Notify {
+    Plain(PlainCompletion, usize),
+    Closure(Box<Completion>),
+    /// Posted to a completion queue instead of calling anything.
+    Queue(Arc<CompletionQueue>),
+}
 
 const IDLE: u8 = 0;
 const CONFIGURING: u8 = 1;
@@ -41,6 +60,15 @@ pub enum Payload {
 }
 
 impl Payload {
+    /// The buffers, as a list (one entry or none for the simple cases).
+    pub fn buffers(&self) -> &[RawBuf] {
+        match self {
+            Payload::Empty => &[],
+            Payload::Single(b) => std::slice::from_ref(b),
+            Payload::List(l) => l,
+        }
+    }
+
     pub fn total_len(&self) -> usize {
         match self {
             Payload::Empty => 0,
@@ -56,10 +84,12 @@ pub struct Snapshot {
     pub payload: Payload,
 }
 
-#[derive(Default)]
 struct Extra {
     list: Option<Arc<[RawBuf]>>,
+    /// Where a list send that would block left off: (bytes done, entry, bytes into it).
+    list_cursor: Option<(usize, usize, usize)>,
     endpoint: Option<Endpoint>,
+    connect_phase: ConnectPhase,
     /// The socket the last accept produced, until the caller reads it: then its reference
     /// goes to the caller (`handed_out` remembers the handle for repeated reads). One never
     /// read is closed when the args start another accept or are dropped, so it cannot leak.
@@ -67,10 +97,23 @@ struct Extra {
     handed_out: usize,
 }
 
+impl Default for Extra {
+    fn default() -> Extra {
+        Extra {
+            list: None,
+            list_cursor: None,
+            endpoint: None,
+            connect_phase: ConnectPhase::Start,
+            accepted: None,
+            handed_out: 0,
+        }
+    }
+}
+
 pub struct Args {
     state: AtomicU8,
     freed: AtomicBool,
-    completion: Completion,
+    notify: Notify,
     user_token: AtomicUsize,
 
     buffer: AtomicPtr<u8>,
@@ -83,9 +126,39 @@ pub struct Args {
     extra: Mutex<Option<Box<Extra>>>,
 
     bytes_transferred: AtomicUsize,
-    socket_error: AtomicI32,
-    last_operation: AtomicI32,
+    /// Narrow on purpose (every SocketError fits 16 bits, every operation 8): with the flags
+    /// above they share one word, which keeps the args in a smaller allocator size class.
+    socket_error: AtomicI16,
+    last_operation: AtomicU8,
+    /// SocketFlags (they fit 16 bits): the next operation's input; after a completion, what
+    /// it reported.
+    flags: AtomicU16,
+    #[cfg(debug_assertions)]
+    generations: Generations,
 }
+
+/// Debug builds number each operation started on an args object and check that a pending
+/// one completes as the operation it was (not a stale one from before a reuse) and is
+/// delivered once: a second callback, or one for an older operation, is a bug the tests
+/// must see (a panic on the reactor thread aborts debug builds).
+#[cfg(debug_assertions)]
+#[derive(Default)]
+struct Generations {
+    started: std::sync::atomic::AtomicU64,
+    delivered: std::sync::atomic::AtomicU64,
+}
+
+// The results' narrow fields hold every value they are given.
+const _: () = {
+    let mut i = 0;
+    while i < SocketError::ALL.len() {
+        let code = SocketError::ALL[i] as i32;
+        assert!(code >= i16::MIN as i32 && code <= i16::MAX as i32);
+        i += 1;
+    }
+    assert!(AsyncOperation::SendTo as i32 <= u8::MAX as i32);
+    assert!(SocketFlags::ALL as u32 <= u16::MAX as u32);
+};
 
 #[cold]
 fn freed() -> Reject {
@@ -106,10 +179,28 @@ impl Drop for Configuring<'_> {
 
 impl Args {
     pub fn new(completion: Completion, user_token: usize) -> Args {
+        Args::with_notify(Notify::Closure(Box::new(completion)), user_token)
+    }
+
+    /// Args that call `completion` with `word` (and no allocation besides the args).
+    pub fn with_plain_completion(
+        completion: PlainCompletion,
+        word: usize,
+        user_token: usize,
+    ) -> Args {
+        Args::with_notify(Notify::Plain(completion, word), user_token)
+    }
+
+    /// Args whose completions are posted to `queue` (`sock_args_new_queued`).
+    pub fn with_queue(queue: Arc<CompletionQueue>, user_token: usize) -> Args {
+        Args::with_notify(Notify::Queue(queue), user_token)
+    }
+
+    fn with_notify(notify: Notify, user_token: usize) -> Args {
         Args {
             state: AtomicU8::new(IDLE),
             freed: AtomicBool::new(false),
-            completion,
+            notify,
             user_token: AtomicUsize::new(user_token),
             buffer: AtomicPtr::new(std::ptr::null_mut()),
             length: AtomicUsize::new(0),
@@ -119,8 +210,11 @@ impl Args {
             has_endpoint: AtomicBool::new(false),
             extra: Mutex::new(None),
             bytes_transferred: AtomicUsize::new(0),
-            socket_error: AtomicI32::new(0),
-            last_operation: AtomicI32::new(AsyncOperation::None as i32),
+            socket_error: AtomicI16::new(0),
+            last_operation: AtomicU8::new(AsyncOperation::None as u8),
+            flags: AtomicU16::new(0),
+            #[cfg(debug_assertions)]
+            generations: Generations::default(),
         }
     }
 
@@ -193,7 +287,10 @@ impl Args {
     pub fn set_buffer_list(&self, list: Option<Vec<RawBuf>>) -> Result<(), Reject> {
         let _owned = self.configure()?;
         let Some(list) = list else {
-            self.with_existing_extra(|e| e.list = None);
+            self.with_existing_extra(|e| {
+                e.list = None;
+                e.list_cursor = None;
+            });
             self.has_list.store(false, Ordering::Relaxed);
             return Ok(());
         };
@@ -219,7 +316,10 @@ impl Args {
                 ));
             }
         }
-        self.with_extra(|e| e.list = Some(list.into()));
+        self.with_extra(|e| {
+            e.list = Some(list.into());
+            e.list_cursor = None;
+        });
         self.has_list.store(true, Ordering::Relaxed);
         Ok(())
     }
@@ -260,11 +360,71 @@ impl Args {
     }
 
     pub fn socket_error(&self) -> i32 {
-        self.socket_error.load(Ordering::Acquire)
+        self.socket_error.load(Ordering::Acquire).into()
     }
 
     pub fn last_operation(&self) -> i32 {
-        self.last_operation.load(Ordering::Acquire)
+        self.last_operation.load(Ordering::Acquire).into()
+    }
+
+    /// The operation that owns the args (the one last started), for its attempts.
+    #[inline]
+    pub fn operation(&self) -> AsyncOperation {
+        use AsyncOperation::*;
+        match self.last_operation.load(Ordering::Relaxed) {
+            x if x == Accept as u8 => Accept,
+            x if x == Connect as u8 => Connect,
+            x if x == Disconnect as u8 => Disconnect,
+            x if x == Receive as u8 => Receive,
+            x if x == Send as u8 => Send,
+            x if x == SendTo as u8 => SendTo,
+            x if x == ReceiveFrom as u8 => ReceiveFrom,
+            _ => None,
+        }
+    }
+
+    /// `sock_args_set_flags`: SocketFlags for the next operations.
+    pub fn set_flags(&self, flags: i32) -> Result<(), Reject> {
+        let _owned = self.configure()?;
+        if flags & !SocketFlags::ALL != 0 {
+            return Err(Reject::invalid(format!(
+                "flags {flags:#x}: only None, OutOfBand (1), Peek (2), DontRoute (4), \
+                 Truncated (0x100) and ControlDataTruncated (0x200)"
+            )));
+        }
+        self.flags.store(flags as u16, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn flags(&self) -> i32 {
+        self.flags.load(Ordering::Acquire).into()
+    }
+
+    /// Whether the next operation passes the kernel any flags (the fast paths do not).
+    #[inline]
+    pub fn has_input_flags(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & SocketFlags::INPUT as u16 != 0
+    }
+
+    /// The MSG_* bits for an operation starting on the claimed args.
+    #[inline]
+    pub fn system_flags(&self) -> i32 {
+        SocketFlags::to_system(self.flags.load(Ordering::Relaxed).into())
+    }
+
+    /// The endpoint set, or the sender the last receive-from recorded: where a send-to goes,
+    /// and what `sock_args_remote_endpoint` reads.
+    pub fn endpoint(&self) -> Option<Endpoint> {
+        if !self.has_endpoint.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.extra().as_ref().and_then(|e| e.endpoint.clone())
+    }
+
+    /// A receive-from on the claimed args records where its datagram came from.
+    pub fn set_sender(&self, sender: Endpoint) {
+        self.with_extra(|e| e.endpoint = Some(sender));
+        self.has_endpoint.store(true, Ordering::Relaxed);
     }
 
     /// The socket the last accept produced, or null. The first read hands the caller its
@@ -406,6 +566,39 @@ impl Args {
         }
     }
 
+    /// The cursor a list send left at `done` bytes, if it left one there.
+    pub fn list_cursor(&self, done: usize) -> Option<(usize, usize)> {
+        let extra = self.extra();
+        match extra.as_ref()?.list_cursor {
+            Some((at, index, skip)) if at == done => Some((index, skip)),
+            _ => None,
+        }
+    }
+
+    pub fn save_list_cursor(&self, done: usize, index: usize, skip: usize) {
+        self.with_existing_extra(|e| e.list_cursor = Some((done, index, skip)));
+    }
+
+    /// A connect starts from the beginning (its args have an endpoint, so extras).
+    pub fn start_connect(&self) {
+        self.set_connect_phase(ConnectPhase::Start);
+    }
+
+    pub fn set_connect_phase(&self, phase: ConnectPhase) {
+        self.with_extra(|e| e.connect_phase = phase);
+    }
+
+    /// The connect's phase and endpoint.
+    pub fn connect_state(&self) -> (ConnectPhase, Endpoint) {
+        self.with_extra(|e| {
+            let endpoint = e
+                .endpoint
+                .clone()
+                .expect("a connect's args have an endpoint (checked)");
+            (e.connect_phase, endpoint)
+        })
+    }
+
     /// Gives the args back untouched after `begin` (a check failed after all).
     pub fn abandon(&self) {
         self.state.store(IDLE, Ordering::Release);
@@ -416,20 +609,50 @@ impl Args {
     /// values until this one completes.
     #[inline]
     pub fn started(&self, operation: AsyncOperation) {
+        #[cfg(debug_assertions)]
+        self.generations.started.fetch_add(1, Ordering::Relaxed);
         self.last_operation
-            .store(operation as i32, Ordering::Relaxed);
+            .store(operation as u8, Ordering::Relaxed);
         if operation == AsyncOperation::Accept {
             self.drop_accepted();
         }
     }
 
+    /// The number of the operation last started (debug builds).
+    #[cfg(debug_assertions)]
+    pub fn generation(&self) -> u64 {
+        self.generations.started.load(Ordering::Relaxed)
+    }
+
+    /// A pending operation numbered `generation` is about to complete: it must be the args'
+    /// current operation, and delivered for the first time.
+    #[cfg(debug_assertions)]
+    pub fn check_delivery(&self, generation: u64) {
+        let current = self.generation();
+        assert_eq!(
+            generation, current,
+            "a completion for operation {generation} of args now on operation {current}"
+        );
+        let previous = self
+            .generations
+            .delivered
+            .swap(generation, Ordering::Relaxed);
+        assert!(
+            previous < generation,
+            "operation {generation} delivered twice (last delivered: {previous})"
+        );
+    }
+
     /// Stores the results and makes the args reusable.
     #[inline]
-    pub fn finish(&self, bytes: usize, error: SocketError, accepted: Option<Arc<Socket>>) {
-        self.bytes_transferred.store(bytes, Ordering::Relaxed);
-        self.socket_error.store(error as i32, Ordering::Relaxed);
-        if accepted.is_some() {
-            self.with_extra(|e| e.accepted = accepted);
+    pub fn finish(&self, finished: Finished) {
+        self.bytes_transferred
+            .store(finished.bytes, Ordering::Relaxed);
+        self.socket_error
+            .store(finished.error as i16, Ordering::Relaxed);
+        self.flags.store(finished.flags as u16, Ordering::Relaxed);
+        if finished.accepted.is_some() {
+            self.with_extra(|e| e.accepted = finished.accepted);
         }
         if cfg!(debug_assertions) {
             // Every test build checks that an operation completes exactly once: completing
@@ -443,7 +666,21 @@ impl Args {
 
     /// Runs the completion callback (reactor thread only).
     pub fn notify(self: &Arc<Self>, socket: &Arc<Socket>) {
-        (self.completion)(socket, self);
+        match &self.notify {
+            Notify::Plain(completion, word) => completion(socket, self, *word),
+            Notify::Closure(completion) => completion(socket, self),
+            Notify::Queue(queue) => queue.post(Arc::clone(self)),
+        }
+    }
+
+    /// Whether completions go to a queue (which any thread may post to, so they skip the
+    /// worker pool and keep their order).
+    pub fn is_queued(&self) -> bool {
+        matches!(self.notify, Notify::Queue(_))
+    }
+
+    pub fn is_freed(&self) -> bool {
+        self.freed.load(Ordering::Relaxed)
     }
 
     /// The caller gave up its handle; operations on it are refused from now on (a callback

@@ -84,6 +84,11 @@ impl Endpoint {
         Family::of_domain(addr.family() as i32).map(|_| Endpoint(addr))
     }
 
+    /// A Unix socket with no name (one that never bound, e.g. a datagram's sender).
+    pub fn unnamed_unix() -> Endpoint {
+        Endpoint(SockAddr::unix("").expect("an empty path always fits"))
+    }
+
     pub fn family(&self) -> Family {
         Family::of_domain(self.0.family() as i32).expect("checked when made")
     }

@@ -5,16 +5,18 @@
 //! guard, and the descriptor is closed by whoever drops the last guard after close was asked.
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::sys;
 
-const CLOSED: usize = 1 << (usize::BITS - 1);
+const CLOSED: u32 = 1 << (u32::BITS - 1);
 
 pub struct Fd {
     raw: RawFd,
-    /// Count of live guards, with CLOSED set once close was asked.
-    state: AtomicUsize,
+    /// Count of live guards, with CLOSED set once close was asked. Guards are held only for
+    /// the length of a system call, one per thread at most, so 31 bits are plenty; 32 in all
+    /// keep the descriptor in one word with `raw`.
+    state: AtomicU32,
 }
 
 /// Proof that the descriptor stays open; drop it when the system call is done.
@@ -26,7 +28,7 @@ impl Fd {
     pub fn new(raw: RawFd) -> Fd {
         Fd {
             raw,
-            state: AtomicUsize::new(0),
+            state: AtomicU32::new(0),
         }
     }
 

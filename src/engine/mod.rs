@@ -2,6 +2,7 @@
 //! C; the FFI modules convert pointers and codes and call in.
 
 pub mod args;
+pub mod cq;
 pub mod endpoint;
 pub mod fd;
 pub mod op;
@@ -11,7 +12,7 @@ pub mod runtime;
 pub mod socket;
 pub mod sys;
 
-pub use args::{Args, Completion};
+pub use args::{Args, Completion, PlainCompletion};
 pub use endpoint::AddressFamily;
 pub use runtime::Dispatch;
 pub use socket::{ProtocolType, ShutdownHow, Socket, SocketOption, SocketType};

@@ -5,16 +5,18 @@
 use std::sync::Arc;
 
 use super::args::{Args, Payload};
-use super::endpoint::Endpoint;
+use super::endpoint::{Endpoint, Family};
 use super::socket::Socket;
 use super::sys::{self, RawBuf};
-use crate::error::{AsyncOperation, SocketError};
+use crate::error::{AsyncOperation, SocketError, SocketFlags};
 
 /// How an operation ended.
 pub struct Finished {
     pub bytes: usize,
     pub error: SocketError,
     pub accepted: Option<Arc<Socket>>,
+    /// SocketFlags the operation reports (a receive's Truncated, say; None for the rest).
+    pub flags: i32,
 }
 
 impl Finished {
@@ -24,6 +26,7 @@ impl Finished {
             bytes,
             error: SocketError::Success,
             accepted: None,
+            flags: 0,
         }
     }
 
@@ -32,6 +35,15 @@ impl Finished {
             bytes,
             error,
             accepted: None,
+            flags: 0,
+        }
+    }
+
+    fn from_result(result: Result<usize, sys::Errno>) -> Attempt {
+        match result {
+            Ok(n) => Attempt::Done(Finished::ok(n)),
+            Err(libc::EAGAIN) => Attempt::WouldBlock,
+            Err(e) => Attempt::Done(Finished::failed(0, SocketError::from_errno(e))),
         }
     }
 }
@@ -41,203 +53,199 @@ pub enum Attempt {
     WouldBlock,
 }
 
-/// A stream or datagram send's progress through its payload.
-pub struct Transfer {
-    payload: Payload,
-    /// Buffer-list cursor: entry index and bytes already sent from that entry.
-    index: usize,
-    skip: usize,
-    done: usize,
-    total: usize,
-}
-
-impl Transfer {
-    #[inline]
-    pub fn new(payload: Payload) -> Transfer {
-        let total = payload.total_len();
-        Transfer {
-            payload,
-            index: 0,
-            skip: 0,
-            done: 0,
-            total,
-        }
-    }
-
-    pub fn total(&self) -> usize {
-        self.total
-    }
-
-    /// Counts `n` bytes of a single-buffer payload as sent already (a first attempt made
-    /// outside the operation).
-    pub fn advance_single(&mut self, n: usize) {
-        debug_assert!(matches!(self.payload, Payload::Single(_)) && n <= self.total);
-        self.done += n;
-    }
-
-    #[inline]
-    fn send(&mut self, fd: i32, stream: bool) -> Attempt {
-        while self.done < self.total {
-            let sent = match &self.payload {
-                Payload::Empty => break,
-                Payload::Single(b) => sys::send(
-                    fd,
-                    RawBuf {
-                        ptr: b.ptr.wrapping_add(self.done),
-                        len: b.len - self.done,
-                    },
-                ),
-                Payload::List(list) => sys::sendmsg(fd, &list[self.index..], self.skip),
-            };
-            match sent {
-                Ok(n) => {
-                    self.done += n;
-                    if let Payload::List(list) = &self.payload {
-                        (self.index, self.skip) = sys::advance(list, self.index, self.skip, n);
-                    }
-                    if !stream {
-                        // A datagram goes out whole in one call, or not at all.
-                        return Attempt::Done(Finished::ok(n));
-                    }
-                }
-                Err(libc::EAGAIN) => return Attempt::WouldBlock,
-                Err(e) => {
-                    return Attempt::Done(Finished::failed(self.done, SocketError::from_errno(e)));
-                }
-            }
-        }
-        Attempt::Done(Finished::ok(self.done))
-    }
-}
-
+/// Where a connect stands. Kept in the args' extras (a connect always has its endpoint
+/// there), so a waiting connect needs no more room in its queue than any other operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConnectPhase {
     Start,
     Waiting,
     Sending,
 }
 
-/// A connect in progress (boxed in `Kind`: rare, and larger than the rest).
-pub struct Connect {
-    pub addr: Endpoint,
-    pub phase: ConnectPhase,
-    /// .NET sends the args' buffer once connected; bytes transferred counts it.
-    pub then: Transfer,
+/// One non-blocking try at the operation the args were started for (`Args::operation`), on
+/// `socket`, the socket it was issued on. `done` is the bytes a send (or a connect's
+/// buffer) has moved so far; the attempt adds what it moves. The payload, flags and
+/// endpoint come from the args, whose configuration cannot change while the operation owns
+/// them.
+#[inline]
+pub fn attempt(socket: &Socket, args: &Args, done: &mut usize) -> Attempt {
+    let Some(fd) = socket.fd().acquire() else {
+        return Attempt::Done(Finished::failed(*done, SocketError::OperationAborted));
+    };
+    let fd = fd.raw();
+    match args.operation() {
+        AsyncOperation::Send => match send(fd, socket.is_stream(), args, done) {
+            Attempt::Done(f) if f.error == SocketError::Shutdown && !socket.was_connected() => {
+                // The kernel says EPIPE; .NET says the socket was never connected.
+                Attempt::Done(Finished::failed(f.bytes, SocketError::NotConnected))
+            }
+            other => other,
+        },
+        AsyncOperation::SendTo => send_to(fd, socket, args),
+        AsyncOperation::Receive if !socket.is_stream() => receive_datagram(fd, args, None),
+        AsyncOperation::Receive => receive(fd, &args.claimed_payload(), args.system_flags()),
+        AsyncOperation::ReceiveFrom => receive_datagram(fd, args, Some(socket.family())),
+        AsyncOperation::Accept => match sys::accept(fd) {
+            Ok(new_fd) => match socket.adopt_accepted(new_fd) {
+                Ok(accepted) => Attempt::Done(Finished {
+                    accepted: Some(accepted),
+                    ..Finished::ok(0)
+                }),
+                Err(error) => Attempt::Done(Finished::failed(0, error)),
+            },
+            Err(e) => Finished::from_result(Err(e)),
+        },
+        AsyncOperation::Connect => connect(fd, socket, args, done),
+        AsyncOperation::Disconnect => match sys::shutdown(fd, libc::SHUT_RDWR) {
+            Ok(()) => {
+                socket.mark_send_shutdown();
+                Attempt::Done(Finished::ok(0))
+            }
+            Err(e) => Attempt::Done(Finished::failed(0, SocketError::from_errno(e))),
+        },
+        other => unreachable!("no operation of kind {other:?} is ever started"),
+    }
 }
 
-pub enum Kind {
-    Accept,
-    Connect(Box<Connect>),
-    Send(Transfer),
-    Receive(Payload),
-    Disconnect,
+/// A stream send goes on until every byte is out; a datagram goes out whole in one call,
+/// or not at all (never split, never cut short), and an empty one is a zero-length datagram.
+fn send(fd: i32, stream: bool, args: &Args, done: &mut usize) -> Attempt {
+    let flags = args.system_flags();
+    if !stream {
+        return datagram_sent(sys::send_datagram(
+            fd,
+            args.claimed_payload().buffers(),
+            None,
+            flags,
+        ));
+    }
+    let sent = match args.claimed_payload() {
+        Payload::Empty => Ok(()),
+        Payload::Single(b) => send_single(fd, b, flags, done),
+        Payload::List(list) => send_list(fd, args, &list, flags, done),
+    };
+    match sent {
+        Ok(()) => Attempt::Done(Finished::ok(*done)),
+        Err(libc::EAGAIN) => Attempt::WouldBlock,
+        Err(e) => Attempt::Done(Finished::failed(*done, SocketError::from_errno(e))),
+    }
 }
 
-impl Kind {
-    #[inline]
-    pub fn operation(&self) -> AsyncOperation {
-        match self {
-            Kind::Accept => AsyncOperation::Accept,
-            Kind::Connect(_) => AsyncOperation::Connect,
-            Kind::Send(_) => AsyncOperation::Send,
-            Kind::Receive(_) => AsyncOperation::Receive,
-            Kind::Disconnect => AsyncOperation::Disconnect,
+fn datagram_sent(result: Result<usize, sys::Errno>) -> Attempt {
+    Finished::from_result(result)
+}
+
+/// A datagram to the args' endpoint; the first one binds the socket.
+fn send_to(fd: i32, socket: &Socket, args: &Args) -> Attempt {
+    let Some(to) = args.endpoint() else {
+        // Checked when it started; the args cannot change while it is in flight.
+        return Attempt::Done(Finished::failed(0, SocketError::DestinationAddressRequired));
+    };
+    let sent = sys::send_datagram(
+        fd,
+        args.claimed_payload().buffers(),
+        Some(to.sock_addr()),
+        args.system_flags(),
+    );
+    if sent.is_ok() {
+        socket.mark_bound();
+    }
+    datagram_sent(sent)
+}
+
+fn send_single(fd: i32, b: RawBuf, flags: i32, done: &mut usize) -> Result<(), sys::Errno> {
+    while *done < b.len {
+        *done += sys::send(
+            fd,
+            RawBuf {
+                ptr: b.ptr.wrapping_add(*done),
+                len: b.len - *done,
+            },
+            flags,
+        )?;
+    }
+    Ok(())
+}
+
+/// Sends from the list cursor `done` bytes in; a send that would block leaves the cursor in
+/// the args, so the next attempt goes on from there without walking the list again.
+fn send_list(
+    fd: i32,
+    args: &Args,
+    list: &[RawBuf],
+    flags: i32,
+    done: &mut usize,
+) -> Result<(), sys::Errno> {
+    let (mut index, mut skip) = args
+        .list_cursor(*done)
+        .unwrap_or_else(|| sys::advance(list, 0, 0, *done));
+    while index < list.len() {
+        match sys::sendmsg(fd, &list[index..], skip, flags) {
+            Ok(n) => {
+                *done += n;
+                (index, skip) = sys::advance(list, index, skip, n);
+            }
+            Err(e) => {
+                if e == libc::EAGAIN {
+                    args.save_list_cursor(*done, index, skip);
+                }
+                return Err(e);
+            }
         }
     }
+    Ok(())
+}
 
-    /// Bytes already moved, reported if the operation is aborted now.
-    pub fn progress(&self) -> usize {
-        match self {
-            Kind::Send(t) => t.done,
-            Kind::Connect(c) => c.then.done,
-            _ => 0,
-        }
-    }
-
-    /// One non-blocking try. `socket` is the socket the operation was issued on.
-    #[inline]
-    pub fn attempt(&mut self, socket: &Socket) -> Attempt {
-        let Some(fd) = socket.fd().acquire() else {
-            return Attempt::Done(Finished::failed(
-                self.progress(),
-                SocketError::OperationAborted,
-            ));
-        };
-        let fd = fd.raw();
-        match self {
-            Kind::Send(t) => match t.send(fd, socket.is_stream()) {
-                Attempt::Done(f) if f.error == SocketError::Shutdown && !socket.was_connected() => {
-                    // The kernel says EPIPE; .NET says the socket was never connected.
-                    Attempt::Done(Finished::failed(f.bytes, SocketError::NotConnected))
-                }
-                other => other,
-            },
-            Kind::Receive(payload) => receive(fd, payload),
-            Kind::Accept => match sys::accept(fd) {
-                Ok(new_fd) => match socket.adopt_accepted(new_fd) {
-                    Ok(accepted) => Attempt::Done(Finished {
-                        bytes: 0,
-                        error: SocketError::Success,
-                        accepted: Some(accepted),
-                    }),
-                    Err(error) => Attempt::Done(Finished::failed(0, error)),
-                },
-                Err(libc::EAGAIN) => Attempt::WouldBlock,
-                Err(e) => Attempt::Done(Finished::failed(0, SocketError::from_errno(e))),
-            },
-            Kind::Connect(connect) => loop {
-                let Connect { addr, phase, then } = &mut **connect;
-                match phase {
-                    ConnectPhase::Start => match sys::connect(fd, addr.sock_addr()) {
-                        Ok(()) => {
-                            socket.connect_finished(true);
-                            *phase = ConnectPhase::Sending;
-                        }
-                        Err(libc::EINPROGRESS) => {
-                            *phase = ConnectPhase::Waiting;
-                            return Attempt::WouldBlock;
-                        }
-                        Err(e) => {
-                            socket.connect_finished(false);
-                            return Attempt::Done(Finished::failed(0, SocketError::from_errno(e)));
-                        }
-                    },
-                    ConnectPhase::Waiting => {
-                        match sys::connect_finished(fd).and_then(|done| {
-                            if done {
-                                sys::take_error(fd).map(Some)
-                            } else {
-                                Ok(None)
-                            }
-                        }) {
-                            Ok(None) => return Attempt::WouldBlock,
-                            Ok(Some(0)) => {
-                                socket.connect_finished(true);
-                                *phase = ConnectPhase::Sending;
-                            }
-                            Ok(Some(e)) | Err(e) => {
-                                socket.connect_finished(false);
-                                return Attempt::Done(Finished::failed(
-                                    0,
-                                    SocketError::from_errno(e),
-                                ));
-                            }
-                        }
-                    }
-                    ConnectPhase::Sending => return then.send(fd, socket.is_stream()),
-                }
-            },
-            Kind::Disconnect => match sys::shutdown(fd, libc::SHUT_RDWR) {
+fn connect(fd: i32, socket: &Socket, args: &Args, done: &mut usize) -> Attempt {
+    loop {
+        let (phase, addr) = args.connect_state();
+        match phase {
+            ConnectPhase::Start => match sys::connect(fd, addr.sock_addr()) {
                 Ok(()) => {
-                    socket.mark_send_shutdown();
-                    Attempt::Done(Finished::ok(0))
+                    socket.connect_finished(true);
+                    args.set_connect_phase(ConnectPhase::Sending);
                 }
-                Err(e) => Attempt::Done(Finished::failed(0, SocketError::from_errno(e))),
+                Err(libc::EINPROGRESS) => {
+                    args.set_connect_phase(ConnectPhase::Waiting);
+                    return Attempt::WouldBlock;
+                }
+                Err(e) => {
+                    socket.connect_finished(false);
+                    return Attempt::Done(Finished::failed(0, SocketError::from_errno(e)));
+                }
             },
+            ConnectPhase::Waiting => {
+                match sys::connect_finished(fd).and_then(|finished| {
+                    if finished {
+                        sys::take_error(fd).map(Some)
+                    } else {
+                        Ok(None)
+                    }
+                }) {
+                    Ok(None) => return Attempt::WouldBlock,
+                    Ok(Some(0)) => {
+                        socket.connect_finished(true);
+                        args.set_connect_phase(ConnectPhase::Sending);
+                    }
+                    Ok(Some(e)) | Err(e) => {
+                        socket.connect_finished(false);
+                        return Attempt::Done(Finished::failed(0, SocketError::from_errno(e)));
+                    }
+                }
+            }
+            // Only a buffer set on the args is sent (on a datagram socket an empty one would
+            // otherwise go out as a zero-length datagram).
+            ConnectPhase::Sending if args.claimed_payload().total_len() == 0 => {
+                return Attempt::Done(Finished::ok(0));
+            }
+            // .NET sends the args' buffer once connected; bytes transferred counts it.
+            ConnectPhase::Sending => return send(fd, socket.is_stream(), args, done),
         }
     }
 }
 
-pub(crate) fn receive(fd: i32, payload: &Payload) -> Attempt {
+/// A stream receive (`flags`: MSG_* bits).
+pub(crate) fn receive(fd: i32, payload: &Payload, flags: i32) -> Attempt {
     let result = match payload {
         _ if payload.total_len() == 0 => {
             // A zero-byte receive waits for data without consuming it. A 0-byte recv would
@@ -247,27 +255,23 @@ pub(crate) fn receive(fd: i32, payload: &Payload) -> Attempt {
                 ptr: &mut byte,
                 len: 1,
             };
-            sys::recv(fd, probe, libc::MSG_PEEK).map(|_| 0)
+            sys::recv(fd, probe, flags | libc::MSG_PEEK).map(|_| 0)
         }
-        Payload::Single(b) => sys::recv(fd, *b, 0),
-        Payload::List(list) => return receive_list(fd, list),
+        Payload::Single(b) => sys::recv(fd, *b, flags),
+        Payload::List(list) => return receive_list(fd, list, flags),
         Payload::Empty => unreachable!("an empty payload has total length 0"),
     };
-    match result {
-        Ok(n) => Attempt::Done(Finished::ok(n)),
-        Err(libc::EAGAIN) => Attempt::WouldBlock,
-        Err(e) => Attempt::Done(Finished::failed(0, SocketError::from_errno(e))),
-    }
+    Finished::from_result(result)
 }
 
 /// Fills the list batch by batch while the kernel has data, so lists longer than one
 /// recvmsg can take still fill in one receive.
-fn receive_list(fd: i32, list: &[RawBuf]) -> Attempt {
+fn receive_list(fd: i32, list: &[RawBuf], flags: i32) -> Attempt {
     let mut got = 0;
     let mut index = 0;
     while index < list.len() {
         let batch = &list[index..];
-        match sys::recvmsg(fd, batch) {
+        match sys::recvmsg(fd, batch, flags) {
             Ok((n, room, used)) => {
                 got += n;
                 if n == 0 || n < room {
@@ -286,24 +290,67 @@ fn receive_list(fd: i32, list: &[RawBuf]) -> Attempt {
     Attempt::Done(Finished::ok(got))
 }
 
-/// An operation waiting in a socket's queue: what to do, and who to tell.
+/// One datagram into the args' payload (an empty payload takes the datagram and keeps
+/// nothing); one larger than the payload fills it and reports Truncated. With `sender` (the
+/// receiving socket's family), the datagram's source goes into the args.
+fn receive_datagram(fd: i32, args: &Args, sender: Option<Family>) -> Attempt {
+    let payload = args.claimed_payload();
+    match sys::receive_datagram(fd, payload.buffers(), args.system_flags()) {
+        Ok((n, msg_flags, from)) => {
+            if let Some(family) = sender {
+                // A Unix sender that never bound a name comes with no address at all.
+                let from = Endpoint::from_sock_addr(from)
+                    .or_else(|| (family == Family::Unix).then(Endpoint::unnamed_unix));
+                if let Some(from) = from {
+                    args.set_sender(from);
+                }
+            }
+            Attempt::Done(Finished {
+                flags: SocketFlags::from_received(msg_flags),
+                ..Finished::ok(n)
+            })
+        }
+        Err(e) => Finished::from_result(Err(e)),
+    }
+}
+
+/// An operation waiting in a socket's queue: whose it is (the args say what it is), where it
+/// stands, and who to tell. Three words (in release builds), so a queue can keep its first
+/// one inline.
 pub struct Pending {
-    pub kind: Kind,
     pub args: Arc<Args>,
     pub socket: Arc<Socket>,
+    /// Bytes a send (or a connect's buffer) has moved so far.
+    pub done: usize,
+    /// Which of the args' operations this is (debug builds check it completes as itself).
+    #[cfg(debug_assertions)]
+    generation: u64,
 }
 
 impl Pending {
+    /// The pending form of the operation the args were just started for.
+    pub fn new(args: &Arc<Args>, socket: &Arc<Socket>, done: usize) -> Pending {
+        Pending {
+            args: Arc::clone(args),
+            socket: Arc::clone(socket),
+            done,
+            #[cfg(debug_assertions)]
+            generation: args.generation(),
+        }
+    }
+
     /// Stores the results and delivers the callback (reactor thread): it runs here or on the
     /// worker pool, as the runtime's dispatch says.
     pub fn complete(self, finished: Finished) {
+        #[cfg(debug_assertions)]
+        self.args.check_delivery(self.generation);
         let Pending { args, socket, .. } = self;
-        args.finish(finished.bytes, finished.error, finished.accepted);
+        args.finish(finished);
         socket.reactor().deliver(&socket, args);
     }
 
     pub fn abort(self) {
-        let bytes = self.kind.progress();
+        let bytes = self.done;
         self.complete(Finished::failed(bytes, SocketError::OperationAborted));
     }
 }

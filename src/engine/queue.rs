@@ -15,13 +15,13 @@
 //! can race the lock-free give-back (Busy -> Busy+queued) is a compare-and-swap as well.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::args::Args;
-use super::op::{Attempt, Kind, Pending};
+use super::op::{self, Attempt, Finished, Pending};
 use super::socket::Socket;
-use crate::error::{Reject, SocketError};
+use crate::error::{AsyncOperation, Reject, SocketError};
 
 const IDLE: u8 = 0;
 const BUSY: u8 = 1;
@@ -29,12 +29,51 @@ const BUSY_QUEUED: u8 = 2;
 const WAITING: u8 = 3;
 const STOPPED: u8 = 4;
 
-/// Most queues never hold more than one waiting operation (an idle connection's pending
-/// receive), so the first slots are reserved one at a time rather than the default four
-/// (which made up most of an idle connection's memory); past two the queue doubles as usual.
-fn make_room(ops: &mut VecDeque<Pending>) {
-    if ops.len() == ops.capacity() && ops.capacity() < 2 {
-        ops.reserve_exact(1);
+/// The operations waiting in a queue, in order. Most queues never hold more than one (an
+/// idle connection's pending receive), so the first is kept inline and only a second one
+/// allocates the overflow, which is then kept for reuse.
+#[derive(Default)]
+struct Waiting {
+    /// The head; None only if `more` is empty too.
+    first: Option<Pending>,
+    /// Boxed: one word in every socket's two queues instead of an empty VecDeque's four.
+    #[allow(clippy::box_collection)]
+    more: Option<Box<VecDeque<Pending>>>,
+}
+
+impl Waiting {
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn push_back(&mut self, op: Pending) {
+        if self.first.is_none() {
+            self.first = Some(op);
+        } else {
+            self.more.get_or_insert_with(Box::default).push_back(op);
+        }
+    }
+
+    fn push_front(&mut self, op: Pending) {
+        if let Some(previous) = self.first.replace(op) {
+            self.more
+                .get_or_insert_with(Box::default)
+                .push_front(previous);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Pending> {
+        let head = self.first.take()?;
+        self.first = self.more.as_mut().and_then(|more| more.pop_front());
+        Some(head)
+    }
+
+    fn drain(&mut self) -> Vec<Pending> {
+        let mut all = Vec::new();
+        while let Some(op) = self.pop_front() {
+            all.push(op);
+        }
+        all
     }
 }
 
@@ -47,9 +86,10 @@ pub enum Direction {
 pub struct OpQueue {
     direction: Direction,
     state: AtomicU8,
-    /// Readiness edges seen; changed only under the lock.
-    seq: AtomicU64,
-    ops: Mutex<VecDeque<Pending>>,
+    /// Readiness edges seen; changed only under the lock. It is only compared for equality
+    /// across one attempt (a few system calls), so 32 bits cannot wrap around unseen.
+    seq: AtomicU32,
+    ops: Mutex<Waiting>,
 }
 
 impl OpQueue {
@@ -57,12 +97,12 @@ impl OpQueue {
         OpQueue {
             direction,
             state: AtomicU8::new(IDLE),
-            seq: AtomicU64::new(0),
-            ops: Mutex::new(VecDeque::new()),
+            seq: AtomicU32::new(0),
+            ops: Mutex::new(Waiting::default()),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Pending>> {
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
         self.ops.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -74,7 +114,7 @@ impl OpQueue {
         &self,
         socket: &Arc<Socket>,
         args: &Arc<Args>,
-        kind: Kind,
+        operation: AsyncOperation,
     ) -> Result<bool, Reject> {
         loop {
             if self
@@ -82,8 +122,8 @@ impl OpQueue {
                 .compare_exchange(IDLE, BUSY, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
-                args.started(kind.operation());
-                return Ok(self.run_owned(socket, args, kind));
+                args.started(operation);
+                return Ok(self.run_owned(socket, args));
             }
             let mut ops = self.lock();
             match self.state.load(Ordering::Relaxed) {
@@ -110,13 +150,8 @@ impl OpQueue {
                     {
                         continue;
                     }
-                    args.started(kind.operation());
-                    make_room(&mut ops);
-                    ops.push_back(Pending {
-                        kind,
-                        args: Arc::clone(args),
-                        socket: Arc::clone(socket),
-                    });
+                    args.started(operation);
+                    ops.push_back(Pending::new(args, socket, 0));
                     return Ok(true);
                 }
             }
@@ -125,46 +160,47 @@ impl OpQueue {
 
     /// The caller owns the head: try now, queue only if the kernel would block.
     #[inline]
-    fn run_owned(&self, socket: &Arc<Socket>, args: &Arc<Args>, mut kind: Kind) -> bool {
+    fn run_owned(&self, socket: &Arc<Socket>, args: &Arc<Args>) -> bool {
         let observed = self.seq.load(Ordering::Acquire);
-        let first = kind.attempt(socket);
-        self.settle_owned(socket, args, kind, observed, first)
+        let mut done = 0;
+        let first = op::attempt(socket, args, &mut done);
+        self.settle_owned(socket, args, done, observed, first)
     }
 
     /// The lock-free claim of an idle queue, for a caller's fast path that makes its first
     /// attempt itself. Some(edges seen so far), read before that attempt as `settle_owned`
     /// needs; None if anyone owns the queue or it is stopped (then `start` sorts it out).
     #[inline]
-    pub(crate) fn try_claim(&self) -> Option<u64> {
+    pub(crate) fn try_claim(&self) -> Option<u32> {
         self.state
             .compare_exchange(IDLE, BUSY, Ordering::Acquire, Ordering::Relaxed)
             .ok()?;
         Some(self.seq.load(Ordering::Acquire))
     }
 
-    /// Goes on from the caller's attempt `attempt` (made after `observed` edges) while it
-    /// owns the head: finishes now, or queues the operation if the kernel would block and no
-    /// edge came since. Returns true if the operation went pending.
+    /// Goes on from the caller's attempt `attempt` (made after `observed` edges, leaving
+    /// `done` bytes moved) while it owns the head: finishes now, or queues the operation if
+    /// the kernel would block and no edge came since. Returns true if it went pending.
     pub(crate) fn settle_owned(
         &self,
         socket: &Arc<Socket>,
         args: &Arc<Args>,
-        mut kind: Kind,
-        mut observed: u64,
+        mut done: usize,
+        mut observed: u32,
         mut attempt: Attempt,
     ) -> bool {
         loop {
             match attempt {
                 Attempt::Done(finished) => {
                     self.release_after_caller(socket);
-                    args.finish(finished.bytes, finished.error, finished.accepted);
+                    args.finish(finished);
                     return false;
                 }
                 Attempt::WouldBlock => {
                     let mut ops = self.lock();
                     if self.state.load(Ordering::Relaxed) == STOPPED {
                         drop(ops);
-                        args.finish(kind.progress(), SocketError::OperationAborted, None);
+                        args.finish(Finished::failed(done, SocketError::OperationAborted));
                         return false;
                     }
                     let now = self.seq.load(Ordering::Relaxed);
@@ -172,15 +208,10 @@ impl OpQueue {
                         // An edge came after our attempt: the kernel may be ready again.
                         observed = now;
                         drop(ops);
-                        attempt = kind.attempt(socket);
+                        attempt = op::attempt(socket, args, &mut done);
                         continue;
                     }
-                    make_room(&mut ops);
-                    ops.push_front(Pending {
-                        kind,
-                        args: Arc::clone(args),
-                        socket: Arc::clone(socket),
-                    });
+                    ops.push_front(Pending::new(args, socket, done));
                     self.state.store(WAITING, Ordering::Release);
                     return true;
                 }
@@ -240,7 +271,7 @@ impl OpQueue {
             let mut observed = self.seq.load(Ordering::Relaxed);
             drop(ops);
             loop {
-                match op.kind.attempt(socket) {
+                match op::attempt(socket, &op.args, &mut op.done) {
                     Attempt::Done(finished) => {
                         let ops = self.lock();
                         let more = match self.state.load(Ordering::Relaxed) {
@@ -272,7 +303,6 @@ impl OpQueue {
                             observed = now;
                             continue;
                         }
-                        make_room(&mut ops);
                         ops.push_front(op);
                         self.state.store(WAITING, Ordering::Release);
                         return;
@@ -287,6 +317,6 @@ impl OpQueue {
     pub fn stop(&self) -> Vec<Pending> {
         let mut ops = self.lock();
         self.state.store(STOPPED, Ordering::Release);
-        ops.drain(..).collect()
+        ops.drain()
     }
 }

@@ -152,9 +152,9 @@ impl Reactor {
     }
 
     /// Delivers a completion whose results are in the args: the callback runs here (Inline)
-    /// or on the worker pool.
+    /// or on the worker pool; a queue's args are posted from here either way.
     pub fn deliver(&self, socket: &Arc<Socket>, args: Arc<Args>) {
-        let Some(pool) = &self.pool else {
+        let Some(pool) = self.pool.as_ref().filter(|_| !args.is_queued()) else {
             return args.notify(socket);
         };
         // The pool outlives every reactor (shutdown stops it after joining them), so a failed

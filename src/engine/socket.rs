@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::args::{Args, Shape, Snapshot};
 use super::endpoint::{Endpoint, Family};
 use super::fd::Fd;
-use super::op::{self, Attempt, Connect, ConnectPhase, Finished, Kind, Pending, Transfer};
+use super::op::{self, Attempt, Finished, Pending};
 use super::queue::{Direction, OpQueue};
 use super::reactor::Reactor;
 use super::runtime;
@@ -266,6 +266,10 @@ impl Socket {
             Direction::Read => &self.read,
             Direction::Write => &self.write,
         }
+    }
+
+    pub fn family(&self) -> Family {
+        self.family
     }
 
     #[inline]
@@ -531,7 +535,7 @@ impl Socket {
             Ok(())
         };
         self.begin(args, Some(check), false)?;
-        self.read.start(self, args, Kind::Accept)
+        self.read.start(self, args, AsyncOperation::Accept)
     }
 
     pub fn connect_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
@@ -565,17 +569,10 @@ impl Socket {
             }
             Ok(())
         };
-        let snapshot = self.begin(args, Some(check), true)?;
-        let Some(endpoint) = snapshot.shape.endpoint else {
-            unreachable!("checked by begin");
-        };
+        self.begin(args, Some(check), true)?;
+        args.start_connect();
         self.phase.store(CONNECTING, Ordering::Release);
-        let kind = Kind::Connect(Box::new(Connect {
-            addr: endpoint,
-            phase: ConnectPhase::Start,
-            then: Transfer::new(snapshot.payload),
-        }));
-        let started = self.write.start(self, args, kind);
+        let started = self.write.start(self, args, AsyncOperation::Connect);
         if started.is_err() {
             self.phase.store(FRESH, Ordering::Release);
         }
@@ -592,7 +589,14 @@ impl Socket {
         // first, then the args' own rejections.
         let fd = self.fd.acquire().ok_or_else(Reject::disposed)?;
         let buf = match args.begin_io_single()? {
-            Some(buf) if buf.len > 0 && self.stream && self.was_connected() => buf,
+            Some(buf)
+                if buf.len > 0
+                    && self.stream
+                    && self.was_connected()
+                    && !args.has_input_flags() =>
+            {
+                buf
+            }
             _ => {
                 drop(fd);
                 return self.send_queued(args);
@@ -603,12 +607,12 @@ impl Socket {
             return self.send_queued(args);
         };
         args.started(AsyncOperation::Send);
-        let sent = sys::send(fd.raw(), buf);
+        let sent = sys::send(fd.raw(), buf, 0);
         drop(fd);
         let (done, errno) = match sent {
             Ok(n) if n == buf.len => {
                 self.write.release_after_caller(self);
-                args.finish(n, SocketError::Success, None);
+                args.finish(Finished::ok(n));
                 return Ok(false);
             }
             Ok(n) => (n, 0),
@@ -621,12 +625,10 @@ impl Socket {
     /// not (yet) connected, and a send queue someone else owns, which it must queue behind.
     #[inline(never)]
     fn send_queued(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
-        let payload = args.claimed_payload();
         if self.never_connected() {
             return Ok(self.finish_now(args, AsyncOperation::Send, SocketError::NotConnected));
         }
-        self.write
-            .start(self, args, Kind::Send(Transfer::new(payload)))
+        self.write.start(self, args, AsyncOperation::Send)
     }
 
     /// The fast path's send did not finish at once: `done` bytes went out, then the kernel
@@ -638,21 +640,15 @@ impl Socket {
         args: &Arc<Args>,
         done: usize,
         errno: i32,
-        observed: u64,
+        observed: u32,
     ) -> bool {
-        let mut transfer = Transfer::new(args.claimed_payload());
-        transfer.advance_single(done);
+        let mut done = done;
         let attempt = match errno {
-            0 => {
-                let mut kind = Kind::Send(transfer);
-                let attempt = kind.attempt(self);
-                return self.write.settle_owned(self, args, kind, observed, attempt);
-            }
+            0 => op::attempt(self, args, &mut done),
             libc::EAGAIN => Attempt::WouldBlock,
             errno => Attempt::Done(Finished::failed(0, SocketError::from_errno(errno))),
         };
-        self.write
-            .settle_owned(self, args, Kind::Send(transfer), observed, attempt)
+        self.write.settle_owned(self, args, done, observed, attempt)
     }
 
     /// A receive: with the receive queue idle, the first attempt is made straight away, as
@@ -661,37 +657,89 @@ impl Socket {
     pub fn receive_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
         let fd = self.fd.acquire().ok_or_else(Reject::disposed)?;
         let payload = args.begin_io()?;
+        let flags = args.system_flags();
         if self.never_connected() {
             drop(fd);
             return Ok(self.finish_now(args, AsyncOperation::Receive, SocketError::NotConnected));
         }
-        let Some(observed) = self.read.try_claim() else {
+        let claimed = if self.stream {
+            self.read.try_claim()
+        } else {
+            None
+        };
+        let Some(observed) = claimed else {
+            // Datagram receives, and a queue someone owns: the general path.
             drop(fd);
-            return self.read.start(self, args, Kind::Receive(payload));
+            return self.read.start(self, args, AsyncOperation::Receive);
         };
         args.started(AsyncOperation::Receive);
-        let attempt = op::receive(fd.raw(), &payload);
+        let attempt = op::receive(fd.raw(), &payload, flags);
         drop(fd);
         match attempt {
             Attempt::Done(finished) => {
                 self.read.release_after_caller(self);
-                args.finish(finished.bytes, finished.error, None);
+                args.finish(finished);
                 Ok(false)
             }
-            Attempt::WouldBlock => Ok(self.read.settle_owned(
-                self,
-                args,
-                Kind::Receive(payload),
-                observed,
-                Attempt::WouldBlock,
-            )),
+            Attempt::WouldBlock => {
+                Ok(self
+                    .read
+                    .settle_owned(self, args, 0, observed, Attempt::WouldBlock))
+            }
         }
+    }
+
+    /// A datagram to the args' remote endpoint (`sock_send_to_async`).
+    pub fn send_to_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
+        let check: Check = |s, shape| {
+            s.check_datagram("send-to")?;
+            let Some(endpoint) = &shape.endpoint else {
+                return Err(Reject::invalid(
+                    "send-to needs a remote endpoint: call sock_args_set_remote_endpoint",
+                ));
+            };
+            s.check_family(endpoint)
+        };
+        self.begin(args, Some(check), true)?;
+        self.write.start(self, args, AsyncOperation::SendTo)
+    }
+
+    /// A datagram and its sender (`sock_receive_from_async`).
+    pub fn receive_from_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
+        let check: Check = |s, _| {
+            s.check_datagram("receive-from")?;
+            if !s.bound.load(Ordering::Acquire) {
+                return Err(Reject::new(
+                    Status::InvalidOperation,
+                    "receive-from needs a bound socket: call sock_bind (or send to someone \
+                     first)",
+                ));
+            }
+            Ok(())
+        };
+        self.begin(args, Some(check), false)?;
+        self.read.start(self, args, AsyncOperation::ReceiveFrom)
+    }
+
+    fn check_datagram(&self, what: &str) -> Result<(), Reject> {
+        if self.stream {
+            return Err(Reject::new(
+                Status::NotSupported,
+                format!("{what} is for datagram sockets; a stream socket sends and receives"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The kernel bound the socket (its first send-to picks a local port).
+    pub(crate) fn mark_bound(&self) {
+        self.bound.store(true, Ordering::Release);
     }
 
     pub fn disconnect_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
         self.check_open()?;
         args.begin_io()?;
-        self.write.start(self, args, Kind::Disconnect)
+        self.write.start(self, args, AsyncOperation::Disconnect)
     }
 
     /// A stream socket that never connected (and is not connecting): .NET completes sends
@@ -705,7 +753,7 @@ impl Socket {
     #[cold]
     fn finish_now(&self, args: &Args, operation: AsyncOperation, error: SocketError) -> bool {
         args.started(operation);
-        args.finish(0, error, None);
+        args.finish(Finished::failed(0, error));
         false
     }
 }

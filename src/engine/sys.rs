@@ -157,9 +157,9 @@ unsafe fn retry_raw(number: libc::c_long, args: [usize; 6]) -> Result<usize, Err
     }
 }
 
-/// send(2) as sendto with no address, never raising SIGPIPE.
+/// send(2) as sendto with no address, never raising SIGPIPE; `flags` are MSG_* bits.
 #[inline(always)]
-pub fn send(fd: RawFd, buf: RawBuf) -> Result<usize, Errno> {
+pub fn send(fd: RawFd, buf: RawBuf, flags: i32) -> Result<usize, Errno> {
     // SAFETY: buf is caller memory valid for buf.len bytes (RawBuf contract); the kernel
     // only reads it. A null address and length 0 make sendto a send.
     unsafe {
@@ -169,7 +169,7 @@ pub fn send(fd: RawFd, buf: RawBuf) -> Result<usize, Errno> {
                 fd as usize,
                 buf.ptr as usize,
                 buf.len,
-                libc::MSG_NOSIGNAL as usize,
+                (libc::MSG_NOSIGNAL | flags) as usize,
                 0,
                 0,
             ],
@@ -220,7 +220,7 @@ const EMPTY_IOV: libc::iovec = libc::iovec {
 
 /// One sendmsg over the next batch of `bufs` (the first `skip` bytes of `bufs[0]` are already
 /// sent). Returns the bytes the kernel took.
-pub fn sendmsg(fd: RawFd, bufs: &[RawBuf], skip: usize) -> Result<usize, Errno> {
+pub fn sendmsg(fd: RawFd, bufs: &[RawBuf], skip: usize, flags: i32) -> Result<usize, Errno> {
     let mut iov = [EMPTY_IOV; IOV_BATCH];
     let (n, _) = fill_iov(bufs, skip, &mut iov);
     if n == 0 {
@@ -232,12 +232,12 @@ pub fn sendmsg(fd: RawFd, bufs: &[RawBuf], skip: usize) -> Result<usize, Errno> 
     msg.msg_iovlen = n;
     // SAFETY: msg points at `n` iovecs naming caller memory that stays valid for the
     // operation (RawBuf contract); the kernel only reads it.
-    retry(|| unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) })
+    retry(|| unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL | flags) })
 }
 
 /// One recvmsg into the next batch of `bufs`. Returns (bytes received, bytes the batch could
 /// hold, entries of `bufs` the batch covered), so the caller can go on with the next batch.
-pub fn recvmsg(fd: RawFd, bufs: &[RawBuf]) -> Result<(usize, usize, usize), Errno> {
+pub fn recvmsg(fd: RawFd, bufs: &[RawBuf], flags: i32) -> Result<(usize, usize, usize), Errno> {
     let mut iov = [EMPTY_IOV; IOV_BATCH];
     let (n, used) = fill_iov(bufs, 0, &mut iov);
     let room = iov[..n].iter().map(|v| v.iov_len).sum();
@@ -246,7 +246,7 @@ pub fn recvmsg(fd: RawFd, bufs: &[RawBuf]) -> Result<(usize, usize, usize), Errn
     msg.msg_iov = iov.as_mut_ptr();
     msg.msg_iovlen = n;
     // SAFETY: msg points at `n` iovecs naming writable caller memory (RawBuf contract).
-    let got = retry(|| unsafe { libc::recvmsg(fd, &mut msg, 0) })?;
+    let got = retry(|| unsafe { libc::recvmsg(fd, &mut msg, flags) })?;
     Ok((got, room, used))
 }
 
@@ -367,6 +367,112 @@ pub fn close(fd: RawFd) {
     }
 }
 
+/// The most iovec entries the kernel takes in one call (UIO_MAXIOV).
+const IOV_MAX: usize = 1024;
+
+/// The iovecs naming the non-empty buffers of `bufs`, or None if there are more than one call
+/// takes.
+fn datagram_iov(bufs: &[RawBuf]) -> Option<Vec<libc::iovec>> {
+    let iov: Vec<libc::iovec> = bufs
+        .iter()
+        .filter(|b| b.len > 0)
+        .map(|b| libc::iovec {
+            iov_base: b.ptr as *mut libc::c_void,
+            iov_len: b.len,
+        })
+        .take(IOV_MAX + 1)
+        .collect();
+    (iov.len() <= IOV_MAX).then_some(iov)
+}
+
+/// Sends `bufs` as one datagram (to `to`, or the connected peer). A list longer than one call
+/// takes is gathered into one buffer first, so a datagram is never split.
+pub fn send_datagram(
+    fd: RawFd,
+    bufs: &[RawBuf],
+    to: Option<&socket2::SockAddr>,
+    flags: i32,
+) -> Result<usize, Errno> {
+    let gathered: Vec<u8>;
+    let mut iov = match datagram_iov(bufs) {
+        Some(iov) => iov,
+        None => {
+            // SAFETY: each entry is caller memory valid for its length (RawBuf contract),
+            // only read here.
+            gathered = bufs
+                .iter()
+                .flat_map(|b| unsafe { std::slice::from_raw_parts(b.ptr, b.len) })
+                .copied()
+                .collect();
+            vec![libc::iovec {
+                iov_base: gathered.as_ptr() as *mut libc::c_void,
+                iov_len: gathered.len(),
+            }]
+        }
+    };
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len();
+    if let Some(to) = to {
+        msg.msg_name = to.as_ptr() as *mut libc::c_void;
+        msg.msg_namelen = to.len();
+    }
+    // SAFETY: msg names memory that stays valid through the call: the iovecs (caller memory,
+    // or `gathered`) and the address; the kernel only reads them.
+    retry(|| unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL | flags) })
+}
+
+/// Receives one datagram into `bufs`: (bytes kept, the kernel's msg_flags, the sender). A list
+/// longer than one call takes receives into one buffer that is then scattered.
+pub fn receive_datagram(
+    fd: RawFd,
+    bufs: &[RawBuf],
+    flags: i32,
+) -> Result<(usize, i32, socket2::SockAddr), Errno> {
+    let mut bounce: Vec<u8> = Vec::new();
+    let mut iov = match datagram_iov(bufs) {
+        Some(iov) => iov,
+        None => {
+            bounce.resize(bufs.iter().map(|b| b.len).sum(), 0);
+            vec![libc::iovec {
+                iov_base: bounce.as_mut_ptr() as *mut libc::c_void,
+                iov_len: bounce.len(),
+            }]
+        }
+    };
+    let mut msg_flags = 0;
+    // SAFETY: try_init hands a zeroed sockaddr_storage and its length for recvmsg to fill;
+    // the iovecs name writable memory (caller memory by the RawBuf contract, or `bounce`)
+    // valid through the call.
+    let (got, from) = unsafe {
+        socket2::SockAddr::try_init(|storage, len| {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = iov.len();
+            msg.msg_name = storage as *mut libc::c_void;
+            msg.msg_namelen = *len;
+            let got = retry(|| libc::recvmsg(fd, &mut msg, flags))
+                .map_err(std::io::Error::from_raw_os_error)?;
+            *len = msg.msg_namelen;
+            msg_flags = msg.msg_flags;
+            Ok(got)
+        })
+    }
+    .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    if !bounce.is_empty() {
+        let mut rest = &bounce[..got];
+        for b in bufs {
+            let n = rest.len().min(b.len);
+            // SAFETY: b is writable caller memory of b.len bytes (RawBuf contract), n <= len,
+            // and `bounce` is ours: the ranges do not overlap.
+            unsafe { std::ptr::copy_nonoverlapping(rest.as_ptr(), b.ptr, n) };
+            rest = &rest[n..];
+        }
+    }
+    Ok((got, msg_flags, from))
+}
+
 /// What `sock_from_fd` needs to know of a socket the host made.
 pub struct SocketFacts {
     pub socket_type: i32,
@@ -413,6 +519,27 @@ pub fn describe_socket(fd: RawFd) -> Result<SocketFacts, Errno> {
         connected,
         bound,
     })
+}
+
+/// A non-blocking eventfd with count 0 (a completion queue's readiness descriptor).
+pub fn eventfd() -> Result<RawFd, Errno> {
+    // SAFETY: plain system call with integer arguments.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 { Err(errno()) } else { Ok(fd) }
+}
+
+/// Adds to an eventfd's count (it becomes readable).
+pub fn eventfd_add(fd: RawFd, n: u64) {
+    // SAFETY: writes 8 bytes from a local u64, as eventfd requires. It cannot fail short of
+    // the count overflowing, which one add per empty-to-non-empty change never reaches.
+    let _ = retry(|| unsafe { libc::write(fd, &n as *const u64 as *const libc::c_void, 8) });
+}
+
+/// Resets an eventfd's count to 0 (it stops being readable).
+pub fn eventfd_take(fd: RawFd) {
+    let mut count = 0u64;
+    // SAFETY: reads 8 bytes into a local u64; EAGAIN (count already 0) is fine.
+    let _ = retry(|| unsafe { libc::read(fd, &mut count as *mut u64 as *mut libc::c_void, 8) });
 }
 
 /// A close-on-exec duplicate of `fd`.
