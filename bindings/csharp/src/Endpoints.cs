@@ -45,6 +45,9 @@ namespace SockAsync
 
     internal static class Endpoints
     {
+        // Enough for any endpoint text the library writes (48 bytes for IP, 114 for Unix).
+        internal const int TextCapacity = 128;
+
         internal static string ToText(EndPoint endpoint, string paramName)
         {
             var ip = endpoint as IPEndPoint;

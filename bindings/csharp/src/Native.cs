@@ -122,6 +122,10 @@ namespace SockAsync
         internal static extern bool sock_args_set_buffer_list(SafeSockArgsHandle e, SockBuf[] list, UIntPtr count);
         [DllImport(Library, CharSet = CharSet.Ansi, BestFitMapping = false)] [return: MarshalAs(UnmanagedType.I1)]
         internal static extern bool sock_args_set_remote_endpoint(SafeSockArgsHandle e, string endpoint);
+        [DllImport(Library)] [return: MarshalAs(UnmanagedType.I1)]
+        internal static extern bool sock_args_set_flags(SafeSockArgsHandle e, int flags);
+        [DllImport(Library)] internal static extern int sock_args_flags(SafeSockArgsHandle e);
+        [DllImport(Library)] internal static extern UIntPtr sock_args_remote_endpoint(SafeSockArgsHandle e, byte[] output, UIntPtr capacity);
         [DllImport(Library)] internal static extern UIntPtr sock_args_bytes_transferred(SafeSockArgsHandle e);
         [DllImport(Library)] internal static extern int sock_args_socket_error(SafeSockArgsHandle e);
         [DllImport(Library)] internal static extern IntPtr sock_args_accept_socket(SafeSockArgsHandle e);
@@ -156,6 +160,10 @@ namespace SockAsync
         internal static extern bool sock_send_async(SafeSockHandle s, SafeSockArgsHandle e);
         [DllImport(Library)] [return: MarshalAs(UnmanagedType.I1)]
         internal static extern bool sock_receive_async(SafeSockHandle s, SafeSockArgsHandle e);
+        [DllImport(Library)] [return: MarshalAs(UnmanagedType.I1)]
+        internal static extern bool sock_send_to_async(SafeSockHandle s, SafeSockArgsHandle e);
+        [DllImport(Library)] [return: MarshalAs(UnmanagedType.I1)]
+        internal static extern bool sock_receive_from_async(SafeSockHandle s, SafeSockArgsHandle e);
         [DllImport(Library)] [return: MarshalAs(UnmanagedType.I1)]
         internal static extern bool sock_disconnect_async(SafeSockHandle s, SafeSockArgsHandle e);
 

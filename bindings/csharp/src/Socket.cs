@@ -98,7 +98,7 @@ namespace SockAsync
             get
             {
                 ThrowIfDisposed();
-                var text = new byte[128];
+                var text = new byte[Endpoints.TextCapacity];
                 int length = (int)(ulong)Native.sock_remote_endpoint(_handle, text, (UIntPtr)(uint)text.Length);
                 if (length == 0)
                 {
@@ -200,6 +200,18 @@ namespace SockAsync
             return Start(e, SocketAsyncOperation.Receive);
         }
 
+        // One datagram to e.RemoteEndPoint.
+        public bool SendToAsync(SocketAsyncEventArgs e)
+        {
+            return Start(e, SocketAsyncOperation.SendTo);
+        }
+
+        // One datagram; e.RemoteEndPoint must be set (as on .NET) and becomes its sender.
+        public bool ReceiveFromAsync(SocketAsyncEventArgs e)
+        {
+            return Start(e, SocketAsyncOperation.ReceiveFrom);
+        }
+
         public bool DisconnectAsync(SocketAsyncEventArgs e)
         {
             return Start(e, SocketAsyncOperation.Disconnect);
@@ -235,6 +247,8 @@ namespace SockAsync
                 throw new ArgumentNullException("e");
             if (operation == SocketAsyncOperation.Connect && e.RemoteEndPoint == null)
                 throw new ArgumentNullException("remoteEP");
+            if ((operation == SocketAsyncOperation.SendTo || operation == SocketAsyncOperation.ReceiveFrom) && e.RemoteEndPoint == null)
+                throw new ArgumentException("The parameter 'e.RemoteEndPoint' cannot be null.", "e");
             if (operation == SocketAsyncOperation.Accept && e.AcceptSocket != null)
                 throw new PlatformNotSupportedException("Accepting into an existing Socket is not supported on this platform.");
             e.BeginOperation(this, operation);
@@ -255,6 +269,12 @@ namespace SockAsync
                     case SocketAsyncOperation.Receive:
                         pending = Native.sock_receive_async(_handle, e.NativeArgs);
                         break;
+                    case SocketAsyncOperation.SendTo:
+                        pending = Native.sock_send_to_async(_handle, e.NativeArgs);
+                        break;
+                    case SocketAsyncOperation.ReceiveFrom:
+                        pending = Native.sock_receive_from_async(_handle, e.NativeArgs);
+                        break;
                     default:
                         pending = Native.sock_disconnect_async(_handle, e.NativeArgs);
                         break;
@@ -272,7 +292,7 @@ namespace SockAsync
 
         private string LocalEndPointText()
         {
-            var text = new byte[128];
+            var text = new byte[Endpoints.TextCapacity];
             int length = (int)(ulong)Native.sock_local_endpoint(_handle, text, (UIntPtr)(uint)text.Length);
             Native.ThrowIfRejected(length != 0, null, this);
             return Encoding.UTF8.GetString(text, 0, length);

@@ -54,6 +54,9 @@ namespace SockAsync
         private IntPtr _nativePointer;
         private int _nativeLength;
         private string _nativeEndpoint;
+        // The flags the native args hold now; -1 when not known (after an operation that
+        // may have overwritten them).
+        private int _nativeFlags;
 
         private Socket _currentSocket;
 
@@ -107,6 +110,10 @@ namespace SockAsync
         public SocketError SocketError { get; set; }
 
         public SocketAsyncOperation LastOperation { get; private set; }
+
+        // What the next operation passes (OutOfBand, Peek, DontRoute); a receive leaves
+        // what it reports (Truncated for a datagram cut short), as on .NET.
+        public SocketFlags SocketFlags { get; set; }
 
         // Internal GCHandle accounting, for the tests.
         internal static int HeldHandles
@@ -223,8 +230,9 @@ namespace SockAsync
             LastOperation = operation;
             try
             {
-                if (operation == SocketAsyncOperation.Connect)
+                if (operation == SocketAsyncOperation.Connect || operation == SocketAsyncOperation.SendTo)
                     SetNativeEndpoint(Endpoints.ToText(RemoteEndPoint, "remoteEP"));
+                SetNativeFlags();
                 PinAndSetNativeBuffers();
                 _root = GCHandle.Alloc(this);
                 Interlocked.Increment(ref s_heldHandles);
@@ -282,11 +290,46 @@ namespace SockAsync
         {
             BytesTransferred = (int)(ulong)Native.sock_args_bytes_transferred(NativeArgs);
             SocketError = (SocketError)Native.sock_args_socket_error(NativeArgs);
+            if (LastOperation == SocketAsyncOperation.Receive || LastOperation == SocketAsyncOperation.ReceiveFrom)
+            {
+                _nativeFlags = Native.sock_args_flags(NativeArgs);
+                SocketFlags = (SocketFlags)_nativeFlags;
+            }
+            else
+            {
+                // Sends report None; the others are not promised to keep what was set.
+                _nativeFlags = LastOperation == SocketAsyncOperation.Send || LastOperation == SocketAsyncOperation.SendTo ? 0 : -1;
+            }
+            if (LastOperation == SocketAsyncOperation.ReceiveFrom)
+            {
+                // The library now holds the sender as the args' endpoint.
+                _nativeEndpoint = null;
+                if (SocketError == SocketError.Success)
+                    RemoteEndPoint = Endpoints.Parse(ReadNativeEndpoint());
+            }
             if (LastOperation == SocketAsyncOperation.Accept)
             {
                 IntPtr accepted = SocketError == SocketError.Success ? Native.sock_args_accept_socket(NativeArgs) : IntPtr.Zero;
                 AcceptSocket = accepted == IntPtr.Zero ? null : new Socket(new SafeSockHandle(accepted), _currentSocket);
             }
+        }
+
+        private string ReadNativeEndpoint()
+        {
+            var text = new byte[Endpoints.TextCapacity];
+            int length = (int)(ulong)Native.sock_args_remote_endpoint(NativeArgs, text, (UIntPtr)(uint)text.Length);
+            return System.Text.Encoding.UTF8.GetString(text, 0, length);
+        }
+
+        // Truncated and ControlDataTruncated are results, not requests: the library ignores
+        // them as input.
+        private void SetNativeFlags()
+        {
+            int wanted = (int)SocketFlags;
+            if (wanted == _nativeFlags)
+                return;
+            Native.ThrowIfRejected(Native.sock_args_set_flags(NativeArgs, wanted), "SocketFlags", this);
+            _nativeFlags = wanted;
         }
 
         private void SetNativeEndpoint(string text)

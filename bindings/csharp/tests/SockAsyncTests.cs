@@ -37,6 +37,7 @@ internal static class SockAsyncTests
         Run("accept hands out a connected Socket in AcceptSocket", AcceptHandsOutSocket);
         Run("DisconnectAsync ends the stream after queued sends", Disconnect);
         Run("IPv6 and Unix domain sockets echo", OtherFamilies);
+        Run("datagrams: SendToAsync, ReceiveFromAsync (sender, Truncated, Peek) and their rejections", Datagrams);
         Run("FromFileDescriptor adopts a descriptor (here a duplicate of another socket's)", AdoptDescriptor);
         Run("Shutdown aborts pending operations before it returns; the runtime restarts", ExplicitShutdown);
         Run("returning from Main with sockets open exits within a second", ExitWithSocketsOpen);
@@ -584,6 +585,62 @@ internal static class SockAsyncTests
         Check(unix[0].RemoteEndPoint.Equals(name), "the abstract name reads back: " + unix[0].RemoteEndPoint);
         Echo(unix);
         Dispose(unix);
+    }
+
+    private static Socket Udp()
+    {
+        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        return socket;
+    }
+
+    private static void Datagrams()
+    {
+        using (Socket a = Udp())
+        using (Socket b = Udp())
+        using (Socket unbound = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp))
+        using (var send = new SocketAsyncEventArgs())
+        using (var receive = new SocketAsyncEventArgs())
+        {
+            var sent = new Completion(send);
+            var received = new Completion(receive);
+            var buffer = new byte[4];
+            receive.SetBuffer(buffer, 0, buffer.Length);
+            Throws<ArgumentException>(() => b.ReceiveFromAsync(receive), "ReceiveFromAsync without RemoteEndPoint");
+            receive.RemoteEndPoint = new IPEndPoint(IPAddress.Any, 0);
+            Throws<InvalidOperationException>(() => unbound.ReceiveFromAsync(receive), "receive-from on an unbound socket");
+            bool pending = b.ReceiveFromAsync(receive);
+            Check(pending, "a receive-from with no datagram waiting is pending");
+
+            send.SetBuffer(new byte[] { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 }, 0, 10);
+            Throws<ArgumentException>(() => a.SendToAsync(send), "SendToAsync without RemoteEndPoint");
+            send.RemoteEndPoint = b.LocalEndPoint;
+            sent.Finish(a.SendToAsync(send));
+            Check(send.SocketError == SocketError.Success && send.BytesTransferred == 10, "sent: " + send.SocketError);
+            Check(send.LastOperation == SocketAsyncOperation.SendTo, "LastOperation " + send.LastOperation);
+            received.Wait();
+            Check(receive.BytesTransferred == 4 && buffer[3] == 4, "a 10-byte datagram cut to the 4-byte buffer: " + receive.BytesTransferred);
+            Check((receive.SocketFlags & SocketFlags.Truncated) != 0, "Truncated reported: " + receive.SocketFlags);
+            Check(receive.RemoteEndPoint.Equals(a.LocalEndPoint), "the sender: " + receive.RemoteEndPoint);
+            Check(receive.LastOperation == SocketAsyncOperation.ReceiveFrom, "LastOperation " + receive.LastOperation);
+
+            send.SetBuffer(new byte[] { 42 }, 0, 1);
+            sent.Finish(a.SendToAsync(send));
+            receive.SocketFlags = SocketFlags.Peek;
+            received.Finish(b.ReceiveFromAsync(receive));
+            Check(receive.BytesTransferred == 1 && buffer[0] == 42, "peeked");
+            buffer[0] = 0;
+            receive.SocketFlags = SocketFlags.None;
+            received.Finish(b.ReceiveFromAsync(receive));
+            Check(receive.BytesTransferred == 1 && buffer[0] == 42 && receive.SocketFlags == SocketFlags.None, "the peeked datagram is still there");
+        }
+        Socket[] pair = Pair();
+        using (var e = new SocketAsyncEventArgs())
+        {
+            e.RemoteEndPoint = pair[1].LocalEndPoint;
+            Throws<NotSupportedException>(() => pair[0].SendToAsync(e), "SendToAsync on a stream socket");
+        }
+        Dispose(pair);
     }
 
     private static void AdoptDescriptor()
