@@ -82,6 +82,8 @@ step "C examples: echo demo with ASan+UBSan" env DEMO_SAN=1 \
 csharp_env=(env LD_LIBRARY_PATH="$PWD/target/release")
 step "C#: build with mcs" bash bindings/csharp/build.sh
 step "C# tests (Mono)" "${csharp_env[@]}" timeout 300 mono build/csharp/SockAsyncTests.exe
+step "C# tests with 2 reactor threads and Pool dispatch" "${csharp_env[@]}" \
+  SOCKASYNC_REACTOR_THREADS=2 SOCKASYNC_DISPATCH=pool timeout 300 mono build/csharp/SockAsyncTests.exe
 step "C# echo server with the C echo clients" "${csharp_env[@]}" \
   DEMO_SERVER="mono build/csharp/Echo.exe server" bash examples-c/run-demo.sh
 step "C# echo clients with the C echo server" "${csharp_env[@]}" \
