@@ -722,6 +722,7 @@ internal static class SockAsyncTests
         string output;
         double seconds;
         int code = RunChild("open", out output, out seconds);
+        Console.WriteLine("     the child exited {0:F3} s after returning from Main", seconds);
         Check(code == 0, "exit code " + code + (code == -1 ? " (still running after " + Patience.TotalSeconds + " s: killed)" : "") + "; output:\n" + output);
         Check(output.Contains("returning"), "the child got to the end of Main:\n" + output);
         Check(seconds < 1.0, "exited " + seconds.ToString("F2") + " s after returning from Main");
