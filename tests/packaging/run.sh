@@ -4,7 +4,8 @@
 #   binding's assembly version and the soname it loads;
 # - the header compiles cleanly as C99, C11, C++11 and C++17 (-Wall -Wextra -Werror
 #   -pedantic), and a program built from it as C++ links (the extern "C" guards) and runs;
-# - the shared library's soname is libsockasync.so.<major>;
+# - the shared library's soname is libsockasync.so.<major>, and it exports exactly the
+#   functions the header declares;
 # - `make install PREFIX=/usr/local DESTDIR=<temporary>` installs the header, both libraries
 #   with their links, and sockasync.pc; the C examples build from that installed copy with
 #   `pkg-config --cflags --libs sockasync` (echo_server against the shared library,
@@ -71,6 +72,16 @@ soname_is() {
 }
 check "target/release/libsockasync.so has the soname libsockasync.so.$major" \
   soname_is target/release/libsockasync.so
+
+# The ABI is what the header declares: the library exports exactly those functions.
+exports_are_the_header() {
+  grep -E '^[a-z].*[ *]sock_[a-z0-9_]+\(' include/sockasync.h |
+    sed -E 's/.*[ *](sock_[a-z0-9_]+)\(.*/\1/' | sort >"$work/declared"
+  nm -D --defined-only target/release/libsockasync.so | awk '{print $3}' | sort >"$work/exported"
+  echo "     $(wc -l <"$work/declared") functions declared, $(wc -l <"$work/exported") symbols exported"
+  diff "$work/declared" "$work/exported"
+}
+check "the shared library exports exactly the functions the header declares" exports_are_the_header
 
 stage=$work/stage
 prefix=/usr/local
