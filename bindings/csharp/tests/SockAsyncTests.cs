@@ -33,6 +33,7 @@ internal static class SockAsyncTests
         Run("BufferList: a gather send and a scatter receive", BufferLists);
         Run("buffers stay pinned while in flight and are unpinned on completion", PinnedWhileInFlight);
         Run("args the program dropped still complete (rooted while in flight)", UnreferencedArgsComplete);
+        Run("64 connections echo 100 messages each at once, driven from Completed", ManyConnectionsEcho);
         Run("a Completed handler's exception goes to CompletedHandlerException", HandlerExceptionIsReported);
         Run("accept hands out a connected Socket in AcceptSocket", AcceptHandsOutSocket);
         Run("DisconnectAsync ends the stream after queued sends", Disconnect);
@@ -46,8 +47,13 @@ internal static class SockAsyncTests
         return s_failed == 0 ? 0 : 1;
     }
 
+    // SOCKASYNC_CSHARP_TESTS=text runs only the tests whose names contain it.
+    private static readonly string s_only = Environment.GetEnvironmentVariable("SOCKASYNC_CSHARP_TESTS");
+
     private static void Run(string name, Action test)
     {
+        if (!string.IsNullOrEmpty(s_only) && !name.Contains(s_only))
+            return;
         int heldBefore = SocketAsyncEventArgs.HeldHandles;
         try
         {
@@ -462,6 +468,181 @@ internal static class SockAsyncTests
             Check(SocketAsyncEventArgs.HeldHandles == before, "unpinned once completed");
         }
         Dispose(pair);
+    }
+
+    // One side of an echo: receives whatever comes and sends it back, forever, from its
+    // Completed handler (and inline while operations complete at once).
+    private sealed class Echoer
+    {
+        private readonly Socket _socket;
+        private readonly SocketAsyncEventArgs _args = new SocketAsyncEventArgs();
+        private readonly byte[] _buffer = new byte[8192];
+
+        internal Echoer(Socket socket)
+        {
+            _socket = socket;
+            _args.Completed += (sender, e) => Continue();
+            _args.SetBuffer(_buffer, 0, _buffer.Length);
+            if (!_socket.ReceiveAsync(_args))
+                Continue();
+        }
+
+        internal readonly ManualResetEventSlim Ended = new ManualResetEventSlim();
+
+        private void Continue()
+        {
+            while (true)
+            {
+                bool pending;
+                if (_args.SocketError != SocketError.Success || (_args.LastOperation == SocketAsyncOperation.Receive && _args.BytesTransferred == 0))
+                {
+                    _args.Dispose();
+                    Ended.Set();
+                    return;
+                }
+                if (_args.LastOperation == SocketAsyncOperation.Receive)
+                {
+                    _args.SetBuffer(0, _args.BytesTransferred);
+                    pending = _socket.SendAsync(_args);
+                }
+                else
+                {
+                    _args.SetBuffer(0, _buffer.Length);
+                    pending = _socket.ReceiveAsync(_args);
+                }
+                if (pending)
+                    return;
+            }
+        }
+    }
+
+    // The other side: sends random messages and checks each echo, with the receive posted
+    // before the send so both are in flight at once, all from Completed handlers; the next
+    // message starts when both halves of this one are done, on whichever thread finished last.
+    private sealed class EchoClient
+    {
+        private readonly Socket _socket;
+        private readonly SocketAsyncEventArgs _send = new SocketAsyncEventArgs();
+        private readonly SocketAsyncEventArgs _receive = new SocketAsyncEventArgs();
+        private readonly Random _random;
+        private readonly int _messages;
+        private byte[] _message;
+        private byte[] _echo;
+        private int _received;
+        private int _sent;
+        private int _halvesLeft;
+
+        internal EchoClient(Socket socket, int seed, int messages)
+        {
+            _socket = socket;
+            _random = new Random(seed);
+            _messages = messages;
+            _send.Completed += (sender, e) => SendDone();
+            _receive.Completed += (sender, e) => Received();
+        }
+
+        internal readonly ManualResetEventSlim Done = new ManualResetEventSlim();
+        internal string Failure;
+
+        internal void Next()
+        {
+            if (_sent == _messages)
+            {
+                _socket.Shutdown(SocketShutdown.Send);
+                Done.Set();
+                return;
+            }
+            _message = new byte[1 + _random.Next(16384)];
+            _random.NextBytes(_message);
+            _echo = new byte[_message.Length];
+            _received = 0;
+            _sent++;
+            _halvesLeft = 2;
+            ReceiveMore();
+            _send.SetBuffer(_message, 0, _message.Length);
+            if (!_socket.SendAsync(_send))
+                SendDone();
+        }
+
+        private void ReceiveMore()
+        {
+            _receive.SetBuffer(_echo, _received, _echo.Length - _received);
+            if (!_socket.ReceiveAsync(_receive))
+                Received();
+        }
+
+        private void SendDone()
+        {
+            if (_send.SocketError != SocketError.Success)
+                Fail("send: " + _send.SocketError);
+            else
+                HalfDone();
+        }
+
+        private void Received()
+        {
+            if (_receive.SocketError != SocketError.Success || _receive.BytesTransferred == 0)
+            {
+                Fail("receive: " + _receive.SocketError + ", " + _receive.BytesTransferred + " bytes");
+                return;
+            }
+            _received += _receive.BytesTransferred;
+            if (_received < _echo.Length)
+            {
+                ReceiveMore();
+                return;
+            }
+            for (int i = 0; i < _echo.Length; i++)
+            {
+                if (_echo[i] != _message[i])
+                {
+                    Fail("message " + _sent + ", byte " + i);
+                    return;
+                }
+            }
+            HalfDone();
+        }
+
+        private void HalfDone()
+        {
+            if (Interlocked.Decrement(ref _halvesLeft) == 0)
+                Next();
+        }
+
+        private void Fail(string why)
+        {
+            Failure = why;
+            Done.Set();
+        }
+    }
+
+    private static void ManyConnectionsEcho()
+    {
+        const int Connections = 64;
+        const int Messages = 100;
+        var pairs = new Socket[Connections][];
+        var echoers = new Echoer[Connections];
+        var clients = new EchoClient[Connections];
+        for (int i = 0; i < Connections; i++)
+        {
+            pairs[i] = Pair();
+            // The echo comes back in several sends: without NoDelay, Nagle's algorithm
+            // and delayed ACKs would hold each message's last piece for ~40 ms.
+            pairs[i][0].NoDelay = true;
+            pairs[i][1].NoDelay = true;
+            echoers[i] = new Echoer(pairs[i][1]);
+            clients[i] = new EchoClient(pairs[i][0], i, Messages);
+        }
+        foreach (EchoClient client in clients)
+            client.Next();
+        for (int i = 0; i < Connections; i++)
+        {
+            Check(clients[i].Done.Wait(Patience), "connection " + i + " finished in time");
+            Check(clients[i].Failure == null, "connection " + i + ": " + clients[i].Failure);
+            Check(echoers[i].Ended.Wait(Patience), "connection " + i + ": the echoing end saw the end of stream");
+        }
+        foreach (Socket[] pair in pairs)
+            Dispose(pair);
     }
 
     private sealed class Box
