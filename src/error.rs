@@ -270,10 +270,6 @@ impl SocketFlags {
         | SocketFlags::Truncated as i32
         | SocketFlags::ControlDataTruncated as i32;
 
-    /// The bits that change what an operation asks of the kernel.
-    pub const INPUT: i32 =
-        SocketFlags::OutOfBand as i32 | SocketFlags::Peek as i32 | SocketFlags::DontRoute as i32;
-
     /// The MSG_* bits an operation passes the kernel. Truncated and ControlDataTruncated only
     /// ever report, so as input they are ignored: args that just reported them can be used
     /// again as they are.

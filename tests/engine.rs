@@ -175,6 +175,21 @@ fn refused_connect_reports_connection_refused() {
         .unwrap();
     let (_, err) = run(|| c.connect_async(&a), &a, &rx);
     assert_eq!(err, SocketError::ConnectionRefused as i32);
+
+    // The same args connect again, from the start (the refused connect's phase is not
+    // carried over), and send their buffer once connected.
+    let std_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    a.set_remote_endpoint(Some(std_listener.local_addr().unwrap()))
+        .unwrap();
+    let mut hello = *b"hello after a refusal";
+    a.set_buffer(hello.as_mut_ptr(), hello.len()).unwrap();
+    let c = tcp(false);
+    let (n, err) = run(|| c.connect_async(&a), &a, &rx);
+    assert_eq!((n, err), (hello.len(), 0));
+    let (mut peer, _) = std_listener.accept().unwrap();
+    let mut got = [0u8; 21];
+    peer.read_exact(&mut got).unwrap();
+    assert_eq!(&got, &hello);
 }
 
 #[test]

@@ -38,12 +38,15 @@ enum Notify {
     Queue(Arc<CompletionQueue>),
 }
 
+/// The buffer-list mark in the flags word (above every SocketFlags bit).
+const LIST: u16 = 0x8000;
+
 const IDLE: u8 = 0;
 const CONFIGURING: u8 = 1;
 const IN_FLIGHT: u8 = 2;
 
 /// What an operation needs to know about the args' configuration to validate itself, read
-/// without owning the args (racy but memory-safe), then again from the owned snapshot.
+/// without owning the args (racy but memory-safe), then again once it owns them.
 #[derive(Clone, Debug, Default)]
 pub struct Shape {
     pub has_buffer: bool,
@@ -76,12 +79,6 @@ impl Payload {
             Payload::List(l) => l.iter().map(|b| b.len).sum(),
         }
     }
-}
-
-/// The configuration an operation starts with, copied out when the args are taken.
-pub struct Snapshot {
-    pub shape: Shape,
-    pub payload: Payload,
 }
 
 struct Extra {
@@ -120,7 +117,6 @@ pub struct Args {
     length: AtomicUsize,
     offset: AtomicUsize,
     count: AtomicUsize,
-    has_list: AtomicBool,
     has_endpoint: AtomicBool,
     /// Allocated on first use: sends and receives with one buffer never need it.
     extra: Mutex<Option<Box<Extra>>>,
@@ -131,7 +127,8 @@ pub struct Args {
     socket_error: AtomicI16,
     last_operation: AtomicU8,
     /// SocketFlags (they fit 16 bits): the next operation's input; after a completion, what
-    /// it reported.
+    /// it reported. The top bit (`LIST`) says a buffer list is set: kept in the same word so
+    /// the fast paths learn "one plain buffer, no flags" from a single load of zero.
     flags: AtomicU16,
     #[cfg(debug_assertions)]
     generations: Generations,
@@ -158,6 +155,7 @@ const _: () = {
     }
     assert!(AsyncOperation::SendTo as i32 <= u8::MAX as i32);
     assert!(SocketFlags::ALL as u32 <= u16::MAX as u32);
+    assert!(SocketFlags::ALL as u16 & LIST == 0);
 };
 
 #[cold]
@@ -206,7 +204,6 @@ impl Args {
             length: AtomicUsize::new(0),
             offset: AtomicUsize::new(0),
             count: AtomicUsize::new(0),
-            has_list: AtomicBool::new(false),
             has_endpoint: AtomicBool::new(false),
             extra: Mutex::new(None),
             bytes_transferred: AtomicUsize::new(0),
@@ -252,7 +249,7 @@ impl Args {
             self.count.store(0, Ordering::Relaxed);
             return Ok(());
         }
-        if self.has_list.load(Ordering::Relaxed) {
+        if self.has_list() {
             return Err(Reject::invalid(
                 "a buffer list is set: clear it before setting a buffer",
             ));
@@ -291,7 +288,7 @@ impl Args {
                 e.list = None;
                 e.list_cursor = None;
             });
-            self.has_list.store(false, Ordering::Relaxed);
+            self.set_list_mark(false);
             return Ok(());
         };
         if !self.buffer.load(Ordering::Relaxed).is_null() {
@@ -320,7 +317,7 @@ impl Args {
             e.list = Some(list.into());
             e.list_cursor = None;
         });
-        self.has_list.store(true, Ordering::Relaxed);
+        self.set_list_mark(true);
         Ok(())
     }
 
@@ -392,24 +389,30 @@ impl Args {
                  Truncated (0x100) and ControlDataTruncated (0x200)"
             )));
         }
-        self.flags.store(flags as u16, Ordering::Relaxed);
+        let list = self.flags.load(Ordering::Relaxed) & LIST;
+        self.flags.store(flags as u16 | list, Ordering::Relaxed);
         Ok(())
     }
 
     pub fn flags(&self) -> i32 {
-        self.flags.load(Ordering::Acquire).into()
+        (self.flags.load(Ordering::Acquire) & !LIST).into()
     }
 
-    /// Whether the next operation passes the kernel any flags (the fast paths do not).
-    #[inline]
-    pub fn has_input_flags(&self) -> bool {
-        self.flags.load(Ordering::Relaxed) & SocketFlags::INPUT as u16 != 0
+    fn has_list(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & LIST != 0
+    }
+
+    /// Under `configure`, the only writer of the mark.
+    fn set_list_mark(&self, list: bool) {
+        let flags = self.flags.load(Ordering::Relaxed) & !LIST;
+        self.flags
+            .store(if list { flags | LIST } else { flags }, Ordering::Relaxed);
     }
 
     /// The MSG_* bits for an operation starting on the claimed args.
     #[inline]
     pub fn system_flags(&self) -> i32 {
-        SocketFlags::to_system(self.flags.load(Ordering::Relaxed).into())
+        SocketFlags::to_system((self.flags.load(Ordering::Relaxed) & !LIST).into())
     }
 
     /// The endpoint set, or the sender the last receive-from recorded: where a send-to goes,
@@ -467,28 +470,16 @@ impl Args {
         };
         Shape {
             has_buffer: !self.buffer.load(Ordering::Relaxed).is_null(),
-            has_list: self.has_list.load(Ordering::Relaxed),
+            has_list: self.has_list(),
             endpoint,
         }
     }
 
-    /// Takes the args for an operation and copies out its configuration (the endpoint only if
-    /// asked for, so sends and receives never touch the mutex unless a list is set).
-    pub fn begin(&self, with_endpoint: bool) -> Result<Snapshot, Reject> {
+    /// Takes the args for an operation and reads the shape it is checked against (the
+    /// endpoint only if asked for). The payload is read from the args at each attempt.
+    pub fn begin(&self, with_endpoint: bool) -> Result<Shape, Reject> {
         self.claim()?;
-        let endpoint = if with_endpoint && self.has_endpoint.load(Ordering::Relaxed) {
-            self.extra().as_ref().and_then(|e| e.endpoint.clone())
-        } else {
-            None
-        };
-        Ok(Snapshot {
-            shape: Shape {
-                has_buffer: !self.buffer.load(Ordering::Relaxed).is_null(),
-                has_list: self.has_list.load(Ordering::Relaxed),
-                endpoint,
-            },
-            payload: self.payload(),
-        })
+        Ok(self.peek_shape(with_endpoint))
     }
 
     /// `begin` for sends, receives and disconnects, which need only the payload: no shape, no
@@ -505,7 +496,9 @@ impl Args {
     #[inline]
     pub fn begin_io_single(&self) -> Result<Option<RawBuf>, Reject> {
         self.claim()?;
-        if self.has_list.load(Ordering::Relaxed) {
+        // Zero: no list, no flags in or out, so the fast path has nothing to pass the kernel
+        // and nothing to report (and `finish_plain` leaves the word as it is).
+        if self.flags.load(Ordering::Relaxed) != 0 {
             return Ok(None);
         }
         let buffer = self.buffer.load(Ordering::Relaxed);
@@ -541,7 +534,7 @@ impl Args {
     /// The data the claimed args name: the list, else the buffer's range, else nothing.
     #[inline]
     fn payload(&self) -> Payload {
-        if self.has_list.load(Ordering::Relaxed) {
+        if self.has_list() {
             return self.list_payload();
         }
         let buffer = self.buffer.load(Ordering::Relaxed);
@@ -650,10 +643,27 @@ impl Args {
             .store(finished.bytes, Ordering::Relaxed);
         self.socket_error
             .store(finished.error as i16, Ordering::Relaxed);
-        self.flags.store(finished.flags as u16, Ordering::Relaxed);
+        let list = self.flags.load(Ordering::Relaxed) & LIST;
+        self.flags
+            .store(finished.flags as u16 | list, Ordering::Relaxed);
         if finished.accepted.is_some() {
             self.with_extra(|e| e.accepted = finished.accepted);
         }
+        self.release_claim();
+    }
+
+    /// `finish` for a fast-path send or receive of `bytes`: its args had a flags word of zero
+    /// (`begin_io_single`), which is already what it reports.
+    #[inline]
+    pub fn finish_plain(&self, bytes: usize) {
+        self.bytes_transferred.store(bytes, Ordering::Relaxed);
+        self.socket_error
+            .store(SocketError::Success as i16, Ordering::Relaxed);
+        self.release_claim();
+    }
+
+    #[inline(always)]
+    fn release_claim(&self) {
         if cfg!(debug_assertions) {
             // Every test build checks that an operation completes exactly once: completing
             // args that no operation owns means a second completion.

@@ -245,7 +245,7 @@ fn connect(fd: i32, socket: &Socket, args: &Args, done: &mut usize) -> Attempt {
 }
 
 /// A stream receive (`flags`: MSG_* bits).
-pub(crate) fn receive(fd: i32, payload: &Payload, flags: i32) -> Attempt {
+fn receive(fd: i32, payload: &Payload, flags: i32) -> Attempt {
     let result = match payload {
         _ if payload.total_len() == 0 => {
             // A zero-byte receive waits for data without consuming it. A 0-byte recv would

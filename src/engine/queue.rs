@@ -79,31 +79,75 @@ impl Waiting {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
-    Read,
-    Write,
+    Read = 0,
+    Write = 1,
 }
 
-pub struct OpQueue {
-    direction: Direction,
-    state: AtomicU8,
-    /// Readiness edges seen; changed only under the lock. It is only compared for equality
-    /// across one attempt (a few system calls), so 32 bits cannot wrap around unseen.
-    seq: AtomicU32,
-    ops: Mutex<Waiting>,
+/// What a socket's two queues share: one lock over both directions' waiting lists, and the
+/// edge counters. One lock rather than one per direction saves the socket two words of
+/// lock and padding; it is only ever held for a few instructions, never across a system
+/// call or a callback, and never while holding it for the other direction.
+#[derive(Default)]
+pub struct Queues {
+    waiting: Mutex<[Waiting; 2]>,
+    /// Readiness edges seen per direction; changed only under the lock. Only compared for
+    /// equality across one attempt: a wrap would need 2^32 edges on this socket between an
+    /// attempt and its check (over an hour of a stalled thread at a million edges a second).
+    seq: [AtomicU32; 2],
 }
 
-impl OpQueue {
-    pub fn new(direction: Direction) -> OpQueue {
+/// Each queue's state byte, Idle at first. The socket keeps these among its own one-byte
+/// fields (outside `Queues`), where they fill what would be padding.
+pub fn initial_states() -> [AtomicU8; 2] {
+    [AtomicU8::new(IDLE), AtomicU8::new(IDLE)]
+}
+
+impl Queues {
+    /// The queue of one direction, with its state byte from the socket.
+    #[inline]
+    pub fn queue<'a>(&'a self, state: &'a AtomicU8, direction: Direction) -> OpQueue<'a> {
         OpQueue {
             direction,
-            state: AtomicU8::new(IDLE),
-            seq: AtomicU32::new(0),
-            ops: Mutex::new(Waiting::default()),
+            state,
+            seq: &self.seq[direction as usize],
+            waiting: &self.waiting,
         }
     }
+}
 
-    fn lock(&self) -> MutexGuard<'_, Waiting> {
-        self.ops.lock().unwrap_or_else(PoisonError::into_inner)
+/// One direction's queue.
+pub struct OpQueue<'a> {
+    direction: Direction,
+    state: &'a AtomicU8,
+    seq: &'a AtomicU32,
+    waiting: &'a Mutex<[Waiting; 2]>,
+}
+
+/// The lock, narrowed to one direction's waiting list.
+struct Locked<'a> {
+    guard: MutexGuard<'a, [Waiting; 2]>,
+    direction: Direction,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Waiting;
+    fn deref(&self) -> &Waiting {
+        &self.guard[self.direction as usize]
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Waiting {
+        &mut self.guard[self.direction as usize]
+    }
+}
+
+impl OpQueue<'_> {
+    fn lock(&self) -> Locked<'_> {
+        Locked {
+            guard: self.waiting.lock().unwrap_or_else(PoisonError::into_inner),
+            direction: self.direction,
+        }
     }
 
     /// Starts an operation whose args the caller has taken (`Args::begin`). Ok(true): pending,
@@ -228,19 +272,22 @@ impl OpQueue {
             .compare_exchange(BUSY, IDLE, Ordering::Release, Ordering::Relaxed)
             .is_err()
         {
-            self.hand_over_queued(socket);
+            // Only the direction goes along: the queue is found again from the socket, so
+            // the fast path need not keep this view anywhere for the call.
+            Self::hand_over_queued(socket, self.direction);
         }
     }
 
     /// Others queued behind the caller (or the queue stopped) while it owned the head.
     #[cold]
     #[inline(never)]
-    fn hand_over_queued(&self, socket: &Arc<Socket>) {
-        let ops = self.lock();
-        if self.state.load(Ordering::Relaxed) == BUSY_QUEUED {
-            self.state.store(BUSY, Ordering::Relaxed);
+    fn hand_over_queued(socket: &Arc<Socket>, direction: Direction) {
+        let queue = socket.queue(direction);
+        let ops = queue.lock();
+        if queue.state.load(Ordering::Relaxed) == BUSY_QUEUED {
+            queue.state.store(BUSY, Ordering::Relaxed);
             drop(ops);
-            socket.reactor().process(Arc::clone(socket), self.direction);
+            socket.reactor().process(Arc::clone(socket), direction);
         }
     }
 

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
-use super::args::{Args, Shape, Snapshot};
+use super::args::{Args, Shape};
 use super::endpoint::{Endpoint, Family};
-use super::fd::Fd;
+use super::fd::{Fd, FdUse};
 use super::op::{self, Attempt, Finished, Pending};
-use super::queue::{Direction, OpQueue};
+use super::queue::{self, Direction, OpQueue, Queues};
 use super::reactor::Reactor;
 use super::runtime;
-use super::sys;
+use super::sys::{self, RawBuf};
 use crate::error::{AsyncOperation, Reject, SocketError, Status};
 
 const FRESH: u8 = 0;
@@ -85,8 +85,10 @@ pub struct Socket {
     bound: AtomicBool,
     was_connected: AtomicBool,
     send_shutdown: AtomicBool,
-    read: OpQueue,
-    write: OpQueue,
+    /// The read and write queues: `queues` and a state byte each, which sits here with the
+    /// other one-byte fields rather than in padding of its own.
+    queues: Queues,
+    queue_states: [AtomicU8; 2],
     reactor: Arc<Reactor>,
 }
 
@@ -156,8 +158,8 @@ impl Socket {
             bound: AtomicBool::new(phase == CONNECTED),
             was_connected: AtomicBool::new(phase == CONNECTED),
             send_shutdown: AtomicBool::new(false),
-            read: OpQueue::new(Direction::Read),
-            write: OpQueue::new(Direction::Write),
+            queues: Queues::default(),
+            queue_states: queue::initial_states(),
             reactor,
         });
         if let Err(err) = socket.reactor.register(&socket, fd) {
@@ -261,11 +263,20 @@ impl Socket {
         &self.reactor
     }
 
-    pub(crate) fn queue(&self, direction: Direction) -> &OpQueue {
-        match direction {
-            Direction::Read => &self.read,
-            Direction::Write => &self.write,
-        }
+    #[inline]
+    pub(crate) fn queue(&self, direction: Direction) -> OpQueue<'_> {
+        self.queues
+            .queue(&self.queue_states[direction as usize], direction)
+    }
+
+    #[inline]
+    fn read(&self) -> OpQueue<'_> {
+        self.queue(Direction::Read)
+    }
+
+    #[inline]
+    fn write(&self) -> OpQueue<'_> {
+        self.queue(Direction::Write)
     }
 
     pub fn family(&self) -> Family {
@@ -458,8 +469,8 @@ impl Socket {
     /// connection would otherwise complete the other end's receive with end of stream), and
     /// returns the waiting operations for `close_aborting`.
     pub(crate) fn stop_queues(&self) -> Vec<Pending> {
-        let mut stopped = self.read.stop();
-        stopped.extend(self.write.stop());
+        let mut stopped = self.read().stop();
+        stopped.extend(self.write().stop());
         stopped
     }
 
@@ -489,24 +500,19 @@ impl Socket {
     /// Takes the args for an operation after the checks .NET makes: disposal first, then the
     /// operation's own checks against the args as they are (even if another operation owns
     /// them, so the right error wins over InProgress), then again once the args are taken.
-    fn begin(
-        &self,
-        args: &Args,
-        check: Option<Check>,
-        with_endpoint: bool,
-    ) -> Result<Snapshot, Reject> {
+    fn begin(&self, args: &Args, check: Option<Check>, with_endpoint: bool) -> Result<(), Reject> {
         self.check_open()?;
         if let Some(check) = check {
             check(self, &args.peek_shape(with_endpoint))?;
         }
-        let snapshot = args.begin(with_endpoint)?;
+        let shape = args.begin(with_endpoint)?;
         if let Some(check) = check {
-            if let Err(reject) = check(self, &snapshot.shape) {
+            if let Err(reject) = check(self, &shape) {
                 args.abandon();
                 return Err(reject);
             }
         }
-        Ok(snapshot)
+        Ok(())
     }
 
     pub fn accept_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
@@ -535,7 +541,7 @@ impl Socket {
             Ok(())
         };
         self.begin(args, Some(check), false)?;
-        self.read.start(self, args, AsyncOperation::Accept)
+        self.read().start(self, args, AsyncOperation::Accept)
     }
 
     pub fn connect_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
@@ -572,11 +578,33 @@ impl Socket {
         self.begin(args, Some(check), true)?;
         args.start_connect();
         self.phase.store(CONNECTING, Ordering::Release);
-        let started = self.write.start(self, args, AsyncOperation::Connect);
+        let started = self.write().start(self, args, AsyncOperation::Connect);
         if started.is_err() {
             self.phase.store(FRESH, Ordering::Release);
         }
         started
+    }
+
+    /// The fast paths' claims, in .NET's order of rejections: the descriptor's use guard
+    /// (which doubles as the disposal check), then the args; then, for one non-empty buffer
+    /// without flags on a socket `eligible` for the fast path, the idle queue of `direction`,
+    /// with the edge count seen. Ok(None): the args are claimed, and the general path takes
+    /// them on.
+    #[inline(always)]
+    fn claim_fast(
+        &self,
+        args: &Args,
+        direction: Direction,
+        eligible: impl FnOnce(&Self) -> bool,
+    ) -> Result<Option<(FdUse<'_>, RawBuf, u32)>, Reject> {
+        let fd = self.fd.acquire().ok_or_else(Reject::disposed)?;
+        Ok(match args.begin_io_single()? {
+            Some(buf) if buf.len > 0 && eligible(self) => self
+                .queue(direction)
+                .try_claim()
+                .map(|observed| (fd, buf, observed)),
+            _ => None,
+        })
     }
 
     /// A send. The common case (a connected stream socket, one buffer, nobody else using the
@@ -585,25 +613,9 @@ impl Socket {
     /// kernel takes only in part or not at all, goes through the queue machinery as before.
     #[inline]
     pub fn send_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
-        // The use guard doubles as the disposal check, so .NET's order holds: Disposed
-        // first, then the args' own rejections.
-        let fd = self.fd.acquire().ok_or_else(Reject::disposed)?;
-        let buf = match args.begin_io_single()? {
-            Some(buf)
-                if buf.len > 0
-                    && self.stream
-                    && self.was_connected()
-                    && !args.has_input_flags() =>
-            {
-                buf
-            }
-            _ => {
-                drop(fd);
-                return self.send_queued(args);
-            }
-        };
-        let Some(observed) = self.write.try_claim() else {
-            drop(fd);
+        let Some((fd, buf, observed)) =
+            self.claim_fast(args, Direction::Write, |s| s.stream && s.was_connected())?
+        else {
             return self.send_queued(args);
         };
         args.started(AsyncOperation::Send);
@@ -611,8 +623,8 @@ impl Socket {
         drop(fd);
         let (done, errno) = match sent {
             Ok(n) if n == buf.len => {
-                self.write.release_after_caller(self);
-                args.finish(Finished::ok(n));
+                self.write().release_after_caller(self);
+                args.finish_plain(n);
                 return Ok(false);
             }
             Ok(n) => (n, 0),
@@ -628,7 +640,7 @@ impl Socket {
         if self.never_connected() {
             return Ok(self.finish_now(args, AsyncOperation::Send, SocketError::NotConnected));
         }
-        self.write.start(self, args, AsyncOperation::Send)
+        self.write().start(self, args, AsyncOperation::Send)
     }
 
     /// The fast path's send did not finish at once: `done` bytes went out, then the kernel
@@ -638,54 +650,39 @@ impl Socket {
     fn send_settle(
         self: &Arc<Self>,
         args: &Arc<Args>,
-        done: usize,
+        mut done: usize,
         errno: i32,
         observed: u32,
     ) -> bool {
-        let mut done = done;
         let attempt = match errno {
             0 => op::attempt(self, args, &mut done),
             libc::EAGAIN => Attempt::WouldBlock,
             errno => Attempt::Done(Finished::failed(0, SocketError::from_errno(errno))),
         };
-        self.write.settle_owned(self, args, done, observed, attempt)
+        self.write()
+            .settle_owned(self, args, done, observed, attempt)
     }
 
-    /// A receive: with the receive queue idle, the first attempt is made straight away, as
-    /// for sends; the queue machinery is joined only if the kernel has nothing yet.
+    /// A receive, with the same straight line as a send: with one non-empty buffer and the
+    /// receive queue idle, one `recvfrom`; anything else, and a receive the kernel has
+    /// nothing for yet, goes through the queue machinery.
     #[inline]
     pub fn receive_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
-        let fd = self.fd.acquire().ok_or_else(Reject::disposed)?;
-        let payload = args.begin_io()?;
-        let flags = args.system_flags();
-        if self.never_connected() {
-            drop(fd);
-            return Ok(self.finish_now(args, AsyncOperation::Receive, SocketError::NotConnected));
-        }
-        let claimed = if self.stream {
-            self.read.try_claim()
-        } else {
-            None
-        };
-        let Some(observed) = claimed else {
-            // Datagram receives, and a queue someone owns: the general path.
-            drop(fd);
-            return self.read.start(self, args, AsyncOperation::Receive);
+        let Some((fd, buf, observed)) =
+            self.claim_fast(args, Direction::Read, |s| s.stream && !s.never_connected())?
+        else {
+            return self.receive_queued(args);
         };
         args.started(AsyncOperation::Receive);
-        let attempt = op::receive(fd.raw(), &payload, flags);
+        let received = sys::recv(fd.raw(), buf, 0);
         drop(fd);
-        match attempt {
-            Attempt::Done(finished) => {
-                self.read.release_after_caller(self);
-                args.finish(finished);
+        match received {
+            Ok(n) => {
+                self.read().release_after_caller(self);
+                args.finish_plain(n);
                 Ok(false)
             }
-            Attempt::WouldBlock => {
-                Ok(self
-                    .read
-                    .settle_owned(self, args, 0, observed, Attempt::WouldBlock))
-            }
+            Err(errno) => Ok(self.receive_settle(args, errno, observed)),
         }
     }
 
@@ -701,7 +698,7 @@ impl Socket {
             s.check_family(endpoint)
         };
         self.begin(args, Some(check), true)?;
-        self.write.start(self, args, AsyncOperation::SendTo)
+        self.write().start(self, args, AsyncOperation::SendTo)
     }
 
     /// A datagram and its sender (`sock_receive_from_async`).
@@ -718,7 +715,7 @@ impl Socket {
             Ok(())
         };
         self.begin(args, Some(check), false)?;
-        self.read.start(self, args, AsyncOperation::ReceiveFrom)
+        self.read().start(self, args, AsyncOperation::ReceiveFrom)
     }
 
     fn check_datagram(&self, what: &str) -> Result<(), Reject> {
@@ -736,10 +733,32 @@ impl Socket {
         self.bound.store(true, Ordering::Release);
     }
 
+    /// Every receive the fast path does not take: zero-byte receives, buffer lists, sockets
+    /// never connected, and a receive queue someone else owns, which it must queue behind.
+    #[inline(never)]
+    fn receive_queued(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
+        if self.never_connected() {
+            return Ok(self.finish_now(args, AsyncOperation::Receive, SocketError::NotConnected));
+        }
+        self.read().start(self, args, AsyncOperation::Receive)
+    }
+
+    /// The fast path's receive failed or found nothing (`errno`): the queue machinery takes
+    /// it from there.
+    #[cold]
+    #[inline(never)]
+    fn receive_settle(self: &Arc<Self>, args: &Arc<Args>, errno: i32, observed: u32) -> bool {
+        let attempt = match errno {
+            libc::EAGAIN => Attempt::WouldBlock,
+            errno => Attempt::Done(Finished::failed(0, SocketError::from_errno(errno))),
+        };
+        self.read().settle_owned(self, args, 0, observed, attempt)
+    }
+
     pub fn disconnect_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
         self.check_open()?;
         args.begin_io()?;
-        self.write.start(self, args, AsyncOperation::Disconnect)
+        self.write().start(self, args, AsyncOperation::Disconnect)
     }
 
     /// A stream socket that never connected (and is not connecting): .NET completes sends
