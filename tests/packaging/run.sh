@@ -6,6 +6,7 @@
 #   -pedantic), and a program built from it as C++ links (the extern "C" guards) and runs;
 # - the shared library's soname is libsockasync.so.<major>, and it exports exactly the
 #   functions the header declares;
+# - the C# binding's DllImports name header functions with their numbers of parameters;
 # - `make install PREFIX=/usr/local DESTDIR=<temporary>` installs the header, both libraries
 #   with their links, and sockasync.pc; the C examples build from that installed copy with
 #   `pkg-config --cflags --libs sockasync` (echo_server against the shared library,
@@ -82,6 +83,24 @@ exports_are_the_header() {
   diff "$work/declared" "$work/exported"
 }
 check "the shared library exports exactly the functions the header declares" exports_are_the_header
+
+# "name arity" for each function: a P/Invoke declaration with a wrong name fails only when
+# it is first called (EntryPointNotFoundException), a wrong arity corrupts the call.
+signatures() {
+  sed -E 's/^.*[ *](sock_[a-z0-9_]+)\((.*)\).*$/\1 \2/' | awk '{
+    name = $1; $1 = ""; args = $0; gsub(/ /, "", args)
+    n = (args == "" || args == "void") ? 0 : gsub(/,/, ",", args) + 1
+    print name, n }' | sort
+}
+csharp_imports_match_the_header() {
+  grep -E '^[a-z].*[ *]sock_[a-z0-9_]+\(' include/sockasync.h | signatures >"$work/c-signatures"
+  grep -E 'static extern .* sock_[a-z0-9_]+\(' bindings/csharp/src/Native.cs | signatures \
+    >"$work/cs-signatures"
+  echo "     $(wc -l <"$work/cs-signatures") of the header's functions are imported by the C# binding"
+  [ -s "$work/cs-signatures" ] && ! comm -23 "$work/cs-signatures" "$work/c-signatures" | grep .
+}
+check "every C# DllImport names a header function, with its number of parameters" \
+  csharp_imports_match_the_header
 
 stage=$work/stage
 prefix=/usr/local
