@@ -13,6 +13,8 @@
 #   echo_client against the static one), and the two echo to each other over loopback;
 # - `make uninstall` removes every installed file.
 # Ends with "packaging: N passed, N failed".
+# No `grep -q` after a pipe: it stops reading at the first match, and with pipefail the
+# writer's SIGPIPE would fail the check now and then.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -69,7 +71,7 @@ check "header as C++11 (links through the extern \"C\" guards)" header_compiles_
 check "header as C++17" header_compiles_and_runs c++ c++17
 
 soname_is() {
-  readelf -d "$1" | grep -q "(SONAME).*\[libsockasync\.so\.$major\]"
+  readelf -d "$1" | grep "(SONAME).*\[libsockasync\.so\.$major\]" >/dev/null
 }
 check "target/release/libsockasync.so has the soname libsockasync.so.$major" \
   soname_is target/release/libsockasync.so
@@ -144,8 +146,8 @@ examples_build_from_the_installed_copy() {
     $(pc --libs) -pthread &&
     cc "${flags[@]}" $(pc --cflags) -o "$work/echo_client" examples-c/echo_client.c \
       $static_libs -pthread &&
-    LD_LIBRARY_PATH=$lib ldd "$work/echo_server" | grep -q "libsockasync.so.$major => $lib/" &&
-    ! ldd "$work/echo_client" | grep -q libsockasync
+    LD_LIBRARY_PATH=$lib ldd "$work/echo_server" | grep "libsockasync.so.$major => $lib/" >/dev/null &&
+    ! ldd "$work/echo_client" | grep libsockasync
 }
 check "C examples build with pkg-config (server shared, client static)" \
   examples_build_from_the_installed_copy
