@@ -372,6 +372,35 @@ typedef int32_t sock_dispatch;
 #endif // __cplusplus
 
 /**
+ * What a `sock_send_packet` element is (its `kind`).
+ */
+enum sock_send_packet_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * `count` bytes of memory at `buffer + offset`.
+   */
+  SOCK_SEND_PACKET_KIND_MEMORY = 0,
+  /**
+   * A range of the file at `path`, which the operation opens and closes.
+   */
+  SOCK_SEND_PACKET_KIND_PATH = 1,
+  /**
+   * A range of the open file `fd`, which stays the caller's.
+   */
+  SOCK_SEND_PACKET_KIND_FD = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum sock_send_packet_kind sock_send_packet_kind;
+#else
+typedef int32_t sock_send_packet_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * A socket (.NET's `Socket`): TCP or UDP over IPv4 or IPv6, always non-blocking inside.
  *
  * Made by `sock_create`, or handed out by a completed accept (`sock_args_accept_socket`).
@@ -381,7 +410,8 @@ typedef int32_t sock_dispatch;
  * Methods: `sock_bind`, `sock_listen`, `sock_local_endpoint`, `sock_remote_endpoint`,
  * `sock_set_option`, `sock_get_option`, `sock_shutdown`, `sock_close`, `sock_free`,
  * `sock_accept_async`, `sock_connect_async`, `sock_send_async`, `sock_receive_async`,
- * `sock_send_to_async`, `sock_receive_from_async`, `sock_disconnect_async`, `sock_fd`.
+ * `sock_send_to_async`, `sock_receive_from_async`, `sock_disconnect_async`,
+ * `sock_send_packets_async`, `sock_fd`.
  */
 typedef struct sock sock;
 
@@ -400,7 +430,7 @@ typedef struct sock sock;
  * `sock_args_user_token`, `sock_args_bytes_transferred`, `sock_args_socket_error`,
  * `sock_args_last_operation`, `sock_args_offset`, `sock_args_count`,
  * `sock_args_accept_socket`, `sock_args_set_flags`, `sock_args_flags`,
- * `sock_args_remote_endpoint`.
+ * `sock_args_remote_endpoint`, `sock_args_set_send_packets`.
  */
 typedef struct sock_args sock_args;
 
@@ -439,6 +469,52 @@ typedef struct {
   void *data;
   size_t len;
 } sock_buf;
+
+/**
+ * One element of a send-packets list (`sock_args_set_send_packets`), .NET's
+ * `SendPacketsElement`. `kind` (a `sock_send_packet_kind` value) says which fields count;
+ * the others are ignored.
+ *
+ * - Memory: `count` bytes at `buffer + offset` (the offset is .NET's, for callers that pin
+ *   an array; C callers can leave it 0). The memory stays the caller's and must stay valid
+ *   and untouched until the operation has completed. Count 0 is skipped (`buffer` may then
+ *   be NULL).
+ * - Path: `count` bytes of the file at `path` (NUL-terminated, copied when set) from byte
+ *   `offset`; count 0 = from `offset` to the end of the file. The operation opens the file
+ *   when it starts and closes it when it completes.
+ * - Fd: the same range of the open regular file `fd`, read at `offset` without moving the
+ *   file's position; it stays the caller's (never closed by the library) and must stay open
+ *   until the operation has completed.
+ *
+ * Zero-initialise the struct (`{0}`, or designated initialisers) and set what the kind
+ * needs.
+ */
+typedef struct {
+  /**
+   * `SOCK_SEND_PACKET_KIND_MEMORY`, `_PATH` or `_FD`.
+   */
+  int32_t kind;
+  /**
+   * Memory: the bytes.
+   */
+  const void *buffer;
+  /**
+   * Path: the file's path.
+   */
+  const char *path;
+  /**
+   * Fd: the open file (pointer-sized, like `sock_from_fd`'s, for C#'s IntPtr).
+   */
+  ptrdiff_t fd;
+  /**
+   * Where the range starts: bytes into the memory or the file (not negative).
+   */
+  int64_t offset;
+  /**
+   * Bytes to send; for files 0 = to the end of the file.
+   */
+  size_t count;
+} sock_send_packet;
 
 #ifdef __cplusplus
 extern "C" {
@@ -500,6 +576,23 @@ bool sock_args_set_range(sock_args *e, size_t offset, size_t count);
  * OutOfMemory.
  */
 bool sock_args_set_buffer_list(sock_args *e, const sock_buf *list, size_t count);
+
+/**
+ * Sets the elements `sock_send_packets_async` sends, in order: `count` entries of
+ * `elements` (see `sock_send_packet`). The array and the paths in it are copied, so both may
+ * be reused at once; memory and descriptors the elements name must stay valid until each
+ * operation using them has completed. `elements == NULL` clears them; an empty list (count
+ * 0) is allowed and sends nothing. The elements stay set across operations, and are
+ * independent of the buffer and buffer list, which send-packets does not use.
+ *
+ * Returns true if set. False: NullArgument, InProgress, InvalidArgument (with a message
+ * naming the element: an unknown kind, a negative offset, a memory element with a NULL
+ * buffer and a non-zero count or whose offset + count or the memory total exceeds
+ * SSIZE_MAX, a path element with a NULL or empty path, a negative descriptor),
+ * OutOfMemory. Files are not opened here: a missing file is reported when the operation
+ * starts.
+ */
+bool sock_args_set_send_packets(sock_args *e, const sock_send_packet *elements, size_t count);
 
 /**
  * Sets the endpoint a connect goes to, as text (`"127.0.0.1:8080"`, `"[::1]:8080"`);
@@ -848,6 +941,29 @@ bool sock_send_to_async(sock *s, sock_args *e);
  * first), InProgress.
  */
 bool sock_receive_from_async(sock *s, sock_args *e);
+
+/**
+ * Sends the elements set with `sock_args_set_send_packets` (.NET's `SendPacketsAsync`), in
+ * order and as one send: memory elements with send, file ranges with sendfile(2) (zero
+ * copy). Concurrent sends on the socket never interleave with it. It completes with Success
+ * and bytes transferred = every element's bytes once all are sent; an empty list (or only
+ * empty memory elements) completes at once with 0. A file range that does not fit its file
+ * when the operation reaches it (`offset + count` past the end, or `offset` past the end with
+ * count 0) completes with InvalidArgument (10022), as does a file that gets shorter while it
+ * is sent; any error's bytes transferred counts what went out before it. The args' flags are
+ * not used (and read None after). Last operation is SendPackets (8). Never raises SIGPIPE.
+ *
+ * Files named by path are opened when it starts (and closed when it completes, before the
+ * results are stored): one that cannot be opened, or is not a regular file, is rejected,
+ * with a message naming the path and the element, and nothing is sent.
+ *
+ * Returns as `sock_accept_async` does. Rejections: NullArgument, Disposed, InvalidArgument
+ * (no elements set; a file that cannot be opened; a descriptor element that is not open, not
+ * open for reading or not a regular file), NotSupported (the socket is not connected, or is not a stream
+ * socket: send-packets on datagram sockets is not supported), InProgress.
+ */
+bool sock_send_packets_async(sock *s,
+                             sock_args *e);
 
 /**
  * Shuts the connection down both ways after any sends queued before it: the peer sees end

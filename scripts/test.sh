@@ -4,8 +4,9 @@
 # Gates (rustfmt, clippy, header freshness), the Rust tests, the C tests against the
 # committed header and the built .so (plain, under valgrind memcheck, and with ASan+UBSan),
 # the C examples talking to each other, the C# binding (its tests, and its echo example
-# against the C one), and the packaging (header as C and C++, soname,
-# make install and pkg-config). Ends with one "N passed, N failed" line.
+# against the C one), the Python binding's pytest suite (which also fetches a file from
+# python3 -m http.server), and the packaging (header as C and C++, soname, make install and
+# pkg-config). Ends with one "N passed, N failed" line.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/tools.sh test || exit 1
@@ -90,6 +91,14 @@ step "C# echo clients with the C echo server" "${csharp_env[@]}" \
   DEMO_CLIENT="mono build/csharp/Echo.exe client" bash examples-c/run-demo.sh
 step "packaging: version macros, header as C and C++, soname, make install, pkg-config" \
   bash tests/packaging/run.sh
+
+# The build tree's library, not one installed under a soname. No cache or bytecode is
+# written into the tree. pytest's last line ("N passed, N failed in Ts") is the count.
+PYTEST=(env SOCKASYNC_LIB="$PWD/target/release/libsockasync.so" PYTHONDONTWRITEBYTECODE=1
+  timeout 300 python3 -m pytest -q -p no:cacheprovider bindings/python/tests)
+step "Python binding: pytest" "${PYTEST[@]}"
+step "Python binding: pytest with 2 reactor threads and Pool dispatch" \
+  env SOCKASYNC_REACTOR_THREADS=2 SOCKASYNC_DISPATCH=pool "${PYTEST[@]}"
 
 echo
 echo "all: $passed passed, $failed failed"

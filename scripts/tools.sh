@@ -16,6 +16,7 @@ if [ "${1:-}" = "test" ]; then
   # The C# binding: Debian's Mono (compiler and runtime, about a minute to install).
   command -v mcs >/dev/null 2>&1 || need_apt+=(mono-mcs)
   command -v mono >/dev/null 2>&1 || need_apt+=(mono-runtime)
+  command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]} (apt)"
@@ -30,4 +31,14 @@ if [ "${1:-}" = "test" ]; then
     cargo install --quiet --locked --version "$CBINDGEN_VERSION" cbindgen
   fi
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+  if ! python3 -m pytest --version >/dev/null 2>&1; then
+    echo "== installing pytest (pip)"
+    # Debian's own python3 refuses pip installs (PEP 668) unless told, and may lack pip.
+    python3 -m pip install --quiet pytest 2>/dev/null ||
+      python3 -m pip install --quiet --break-system-packages pytest 2>/dev/null || {
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq
+      apt-get install -y -qq python3-pytest >/dev/null
+    }
+  fi
 fi

@@ -1,12 +1,12 @@
 //! `sock_args`: the C functions on the args object (.NET's SocketAsyncEventArgs).
 
-use std::ffi::{c_char, c_void};
+use std::ffi::{CString, c_char, c_void};
 use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
 use crate::cq::sock_cq;
 use crate::engine::cq::CompletionQueue;
-use crate::engine::{Args, RawBuf, Socket, endpoint};
+use crate::engine::{Args, FileSource, Packet, RawBuf, SendPacketKind, Socket, endpoint};
 use crate::error::Reject;
 use crate::ffi;
 use crate::socket::sock;
@@ -25,7 +25,7 @@ use crate::socket::sock;
 /// `sock_args_user_token`, `sock_args_bytes_transferred`, `sock_args_socket_error`,
 /// `sock_args_last_operation`, `sock_args_offset`, `sock_args_count`,
 /// `sock_args_accept_socket`, `sock_args_set_flags`, `sock_args_flags`,
-/// `sock_args_remote_endpoint`.
+/// `sock_args_remote_endpoint`, `sock_args_set_send_packets`.
 pub struct sock_args {
     _private: [u8; 0],
 }
@@ -36,6 +36,63 @@ pub struct sock_args {
 pub struct sock_buf {
     pub data: *mut c_void,
     pub len: usize,
+}
+
+/// One element of a send-packets list (`sock_args_set_send_packets`), .NET's
+/// `SendPacketsElement`. `kind` (a `sock_send_packet_kind` value) says which fields count;
+/// the others are ignored.
+///
+/// - Memory: `count` bytes at `buffer + offset` (the offset is .NET's, for callers that pin
+///   an array; C callers can leave it 0). The memory stays the caller's and must stay valid
+///   and untouched until the operation has completed. Count 0 is skipped (`buffer` may then
+///   be NULL).
+/// - Path: `count` bytes of the file at `path` (NUL-terminated, copied when set) from byte
+///   `offset`; count 0 = from `offset` to the end of the file. The operation opens the file
+///   when it starts and closes it when it completes.
+/// - Fd: the same range of the open regular file `fd`, read at `offset` without moving the
+///   file's position; it stays the caller's (never closed by the library) and must stay open
+///   until the operation has completed.
+///
+/// Zero-initialise the struct (`{0}`, or designated initialisers) and set what the kind
+/// needs.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct sock_send_packet {
+    /// `SOCK_SEND_PACKET_KIND_MEMORY`, `_PATH` or `_FD`.
+    pub kind: i32,
+    /// Memory: the bytes.
+    pub buffer: *const c_void,
+    /// Path: the file's path.
+    pub path: *const c_char,
+    /// Fd: the open file (pointer-sized, like `sock_from_fd`'s, for C#'s IntPtr).
+    pub fd: isize,
+    /// Where the range starts: bytes into the memory or the file (not negative).
+    pub offset: i64,
+    /// Bytes to send; for files 0 = to the end of the file.
+    pub count: usize,
+}
+
+/// The engine's element for a C element (copying the path), or why it is refused.
+fn packet(element: &sock_send_packet) -> Result<Packet, String> {
+    let file = |source| Packet::file(source, element.offset, element.count);
+    match SendPacketKind::from_code(element.kind) {
+        Some(SendPacketKind::Memory) => {
+            Packet::memory(element.buffer as *mut u8, element.offset, element.count)
+        }
+        Some(SendPacketKind::Path) => match ffi::c_str(element.path, "path") {
+            // The bytes of a C string hold no NUL, so the copy cannot fail.
+            Ok(path) => file(FileSource::Path(CString::new(path).unwrap_or_default())),
+            Err(_) => Err("a path element has a NULL path".into()),
+        },
+        Some(SendPacketKind::Fd) => match i32::try_from(element.fd) {
+            Ok(fd) => file(FileSource::Fd(fd)),
+            Err(_) => Err(format!("{} is not a descriptor", element.fd)),
+        },
+        None => Err(format!(
+            "unknown kind {} (Memory=0, Path=1, Fd=2)",
+            element.kind
+        )),
+    }
 }
 
 /// The completion callback: runs exactly once for each operation that returned true
@@ -187,6 +244,41 @@ pub extern "C" fn sock_args_set_buffer_list(
             })
             .collect();
         a.set_buffer_list(Some(copied))
+    })
+}
+
+/// Sets the elements `sock_send_packets_async` sends, in order: `count` entries of
+/// `elements` (see `sock_send_packet`). The array and the paths in it are copied, so both may
+/// be reused at once; memory and descriptors the elements name must stay valid until each
+/// operation using them has completed. `elements == NULL` clears them; an empty list (count
+/// 0) is allowed and sends nothing. The elements stay set across operations, and are
+/// independent of the buffer and buffer list, which send-packets does not use.
+///
+/// Returns true if set. False: NullArgument, InProgress, InvalidArgument (with a message
+/// naming the element: an unknown kind, a negative offset, a memory element with a NULL
+/// buffer and a non-zero count or whose offset + count or the memory total exceeds
+/// SSIZE_MAX, a path element with a NULL or empty path, a negative descriptor),
+/// OutOfMemory. Files are not opened here: a missing file is reported when the operation
+/// starts.
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_args_set_send_packets(
+    e: *mut sock_args,
+    elements: *const sock_send_packet,
+    count: usize,
+) -> bool {
+    set(e, |a| {
+        if elements.is_null() {
+            return a.set_send_packets(None);
+        }
+        let copied = ffi::copy_array(elements, count, "elements")?
+            .iter()
+            .enumerate()
+            .map(|(i, element)| {
+                packet(element)
+                    .map_err(|why| Reject::invalid(format!("send-packets element {i}: {why}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        a.set_send_packets(Some(copied))
     })
 }
 

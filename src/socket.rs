@@ -18,7 +18,8 @@ use crate::ffi;
 /// Methods: `sock_bind`, `sock_listen`, `sock_local_endpoint`, `sock_remote_endpoint`,
 /// `sock_set_option`, `sock_get_option`, `sock_shutdown`, `sock_close`, `sock_free`,
 /// `sock_accept_async`, `sock_connect_async`, `sock_send_async`, `sock_receive_async`,
-/// `sock_send_to_async`, `sock_receive_from_async`, `sock_disconnect_async`, `sock_fd`.
+/// `sock_send_to_async`, `sock_receive_from_async`, `sock_disconnect_async`,
+/// `sock_send_packets_async`, `sock_fd`.
 pub struct sock {
     _private: [u8; 0],
 }
@@ -340,6 +341,29 @@ pub extern "C" fn sock_send_to_async(s: *mut sock, e: *mut sock_args) -> bool {
 #[unsafe(no_mangle)]
 pub extern "C" fn sock_receive_from_async(s: *mut sock, e: *mut sock_args) -> bool {
     start(s, e, Socket::receive_from_async)
+}
+
+/// Sends the elements set with `sock_args_set_send_packets` (.NET's `SendPacketsAsync`), in
+/// order and as one send: memory elements with send, file ranges with sendfile(2) (zero
+/// copy). Concurrent sends on the socket never interleave with it. It completes with Success
+/// and bytes transferred = every element's bytes once all are sent; an empty list (or only
+/// empty memory elements) completes at once with 0. A file range that does not fit its file
+/// when the operation reaches it (`offset + count` past the end, or `offset` past the end with
+/// count 0) completes with InvalidArgument (10022), as does a file that gets shorter while it
+/// is sent; any error's bytes transferred counts what went out before it. The args' flags are
+/// not used (and read None after). Last operation is SendPackets (8). Never raises SIGPIPE.
+///
+/// Files named by path are opened when it starts (and closed when it completes, before the
+/// results are stored): one that cannot be opened, or is not a regular file, is rejected,
+/// with a message naming the path and the element, and nothing is sent.
+///
+/// Returns as `sock_accept_async` does. Rejections: NullArgument, Disposed, InvalidArgument
+/// (no elements set; a file that cannot be opened; a descriptor element that is not open, not
+/// open for reading or not a regular file), NotSupported (the socket is not connected, or is not a stream
+/// socket: send-packets on datagram sockets is not supported), InProgress.
+#[unsafe(no_mangle)]
+pub extern "C" fn sock_send_packets_async(s: *mut sock, e: *mut sock_args) -> bool {
+    start(s, e, Socket::send_packets_async)
 }
 
 /// Shuts the connection down both ways after any sends queued before it: the peer sees end

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use super::cq::CompletionQueue;
 use super::endpoint::Endpoint;
 use super::op::{ConnectPhase, Finished};
+use super::packets::{Packet, SendPackets};
 use super::socket::Socket;
 use super::sys::RawBuf;
 use crate::error::{AsyncOperation, Reject, SocketError, SocketFlags, Status};
@@ -92,6 +93,13 @@ struct Extra {
     /// read is closed when the args start another accept or are dropped, so it cannot leak.
     accepted: Option<Arc<Socket>>,
     handed_out: usize,
+    /// The send-packets elements; an operation starting takes a reference and opens its
+    /// files from them.
+    packets: Option<Arc<[Packet]>>,
+    /// The send-packets in flight: its open files and where it stands. Set when it starts,
+    /// taken out for each attempt and dropped when it ends, so files it opened are closed
+    /// before its results are stored. Boxed: rare, and larger than the rest of the extras.
+    send_packets: Option<Box<SendPackets>>,
 }
 
 impl Default for Extra {
@@ -103,6 +111,8 @@ impl Default for Extra {
             connect_phase: ConnectPhase::Start,
             accepted: None,
             handed_out: 0,
+            packets: None,
+            send_packets: None,
         }
     }
 }
@@ -321,6 +331,40 @@ impl Args {
         Ok(())
     }
 
+    /// `sock_args_set_send_packets`: None clears; the elements (checked one by one when
+    /// made) are kept as given. Independent of the buffer and buffer list, as in .NET.
+    pub fn set_send_packets(&self, packets: Option<Vec<Packet>>) -> Result<(), Reject> {
+        let _owned = self.configure()?;
+        let Some(packets) = packets else {
+            self.with_existing_extra(|e| e.packets = None);
+            return Ok(());
+        };
+        packets
+            .iter()
+            .try_fold(0usize, |total, p| {
+                total
+                    .checked_add(p.memory_len())
+                    .filter(|t| *t <= isize::MAX as usize)
+            })
+            .ok_or_else(|| {
+                Reject::invalid("the send-packets memory elements' total exceeds SSIZE_MAX")
+            })?;
+        self.with_extra(|e| e.packets = Some(packets.into()));
+        Ok(())
+    }
+
+    /// The send-packets elements as set, read without owning the args (to pick the right
+    /// rejection first, as `peek_shape` does).
+    pub fn peek_send_packets(&self) -> Option<Arc<[Packet]>> {
+        self.extra().as_ref().and_then(|e| e.packets.clone())
+    }
+
+    /// Takes the args for a send-packets and gives its elements (None: none are set).
+    pub fn begin_send_packets(&self) -> Result<Option<Arc<[Packet]>>, Reject> {
+        self.claim()?;
+        Ok(self.peek_send_packets())
+    }
+
     /// `sock_args_set_remote_endpoint`: None clears.
     pub fn set_remote_endpoint(&self, endpoint: Option<impl Into<Endpoint>>) -> Result<(), Reject> {
         let _owned = self.configure()?;
@@ -375,6 +419,7 @@ impl Args {
             x if x == Receive as u8 => Receive,
             x if x == Send as u8 => Send,
             x if x == SendTo as u8 => SendTo,
+            x if x == SendPackets as u8 => SendPackets,
             x if x == ReceiveFrom as u8 => ReceiveFrom,
             _ => None,
         }
@@ -592,9 +637,26 @@ impl Args {
         })
     }
 
-    /// Gives the args back untouched after `begin` (a check failed after all).
+    /// Gives the args back untouched after `begin` (a check failed after all): a
+    /// send-packets' files opened meanwhile are closed first, while the args are still
+    /// claimed, so they cannot be taken for one started after the give-back.
     pub fn abandon(&self) {
+        let opened = self.take_send_packets();
         self.state.store(IDLE, Ordering::Release);
+        drop(opened);
+    }
+
+    /// A send-packets starting on the claimed args keeps its open files and cursor here.
+    pub fn hold_send_packets(&self, in_flight: Box<SendPackets>) {
+        self.with_extra(|e| e.send_packets = Some(in_flight));
+    }
+
+    /// The send-packets in flight, taken out (for an attempt, which puts it back if it
+    /// would block, or to drop it when it ends). Its files close when it is dropped, which
+    /// the caller does after the lock is released.
+    pub fn take_send_packets(&self) -> Option<Box<SendPackets>> {
+        self.with_existing_extra(|e| e.send_packets.take())
+            .flatten()
     }
 
     /// Records the start of an accepted operation. As in .NET, LastOperation changes now,
@@ -636,9 +698,14 @@ impl Args {
         );
     }
 
-    /// Stores the results and makes the args reusable.
+    /// Stores the results and makes the args reusable. A send-packets lets go of its files
+    /// first if its last attempt did not (it was aborted, or its socket closed under it), so
+    /// they are closed before anyone can see it done.
     #[inline]
     pub fn finish(&self, finished: Finished) {
+        if self.operation() == AsyncOperation::SendPackets {
+            drop(self.take_send_packets());
+        }
         self.bytes_transferred
             .store(finished.bytes, Ordering::Relaxed);
         self.socket_error

@@ -6,6 +6,7 @@ pub mod cq;
 pub mod endpoint;
 pub mod fd;
 pub mod op;
+pub mod packets;
 pub mod queue;
 pub mod reactor;
 pub mod runtime;
@@ -14,6 +15,7 @@ pub mod sys;
 
 pub use args::{Args, Completion, PlainCompletion};
 pub use endpoint::AddressFamily;
+pub use packets::{FileSource, Packet, SendPacketKind};
 pub use runtime::Dispatch;
 pub use socket::{ProtocolType, ShutdownHow, Socket, SocketOption, SocketType};
 pub use sys::RawBuf;

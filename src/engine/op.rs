@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::args::{Args, Payload};
 use super::endpoint::{Endpoint, Family};
+use super::packets;
 use super::socket::Socket;
 use super::sys::{self, RawBuf};
 use crate::error::{AsyncOperation, SocketError, SocketFlags};
@@ -63,8 +64,8 @@ pub enum ConnectPhase {
 }
 
 /// One non-blocking try at the operation the args were started for (`Args::operation`), on
-/// `socket`, the socket it was issued on. `done` is the bytes a send (or a connect's
-/// buffer) has moved so far; the attempt adds what it moves. The payload, flags and
+/// `socket`, the socket it was issued on. `done` is the bytes a send (a connect's buffer, a
+/// send-packets) has moved so far; the attempt adds what it moves. The payload, flags and
 /// endpoint come from the args, whose configuration cannot change while the operation owns
 /// them.
 #[inline]
@@ -96,6 +97,7 @@ pub fn attempt(socket: &Socket, args: &Args, done: &mut usize) -> Attempt {
             Err(e) => Finished::from_result(Err(e)),
         },
         AsyncOperation::Connect => connect(fd, socket, args, done),
+        AsyncOperation::SendPackets => packets::attempt(fd, args, done),
         AsyncOperation::Disconnect => match sys::shutdown(fd, libc::SHUT_RDWR) {
             Ok(()) => {
                 socket.mark_send_shutdown();
@@ -320,7 +322,7 @@ fn receive_datagram(fd: i32, args: &Args, sender: Option<Family>) -> Attempt {
 pub struct Pending {
     pub args: Arc<Args>,
     pub socket: Arc<Socket>,
-    /// Bytes a send (or a connect's buffer) has moved so far.
+    /// Bytes a send (a connect's buffer, a send-packets) has moved so far.
     pub done: usize,
     /// Which of the args' operations this is (debug builds check it completes as itself).
     #[cfg(debug_assertions)]

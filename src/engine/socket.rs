@@ -10,6 +10,7 @@ use super::args::{Args, Shape};
 use super::endpoint::{Endpoint, Family};
 use super::fd::{Fd, FdUse};
 use super::op::{self, Attempt, Finished, Pending};
+use super::packets::{Packet, SendPackets};
 use super::queue::{self, Direction, OpQueue, Queues};
 use super::reactor::Reactor;
 use super::runtime;
@@ -759,6 +760,52 @@ impl Socket {
         self.check_open()?;
         args.begin_io()?;
         self.write().start(self, args, AsyncOperation::Disconnect)
+    }
+
+    /// `sock_send_packets_async`: the args' send-packets elements, in order, through the send
+    /// queue (so it never interleaves with other sends). .NET's checks come first, in its
+    /// order (elements set, then connected), then InProgress, then the files are opened: any
+    /// of them failing leaves the args as they were and nothing sent.
+    pub fn send_packets_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
+        let check = |s: &Socket, elements: Option<&Arc<[Packet]>>| {
+            if elements.is_none() {
+                return Err(Reject::invalid(
+                    "send-packets needs elements: call sock_args_set_send_packets",
+                ));
+            }
+            if !s.stream {
+                // .NET allows connected datagram sockets, but each element's sends would
+                // become datagrams cut wherever the kernel pleases.
+                return Err(Reject::new(
+                    Status::NotSupported,
+                    "send-packets is for stream sockets",
+                ));
+            }
+            if s.phase.load(Ordering::Acquire) != CONNECTED {
+                return Err(Reject::new(
+                    Status::NotSupported,
+                    "send-packets needs a connected socket",
+                ));
+            }
+            Ok(())
+        };
+        self.check_open()?;
+        check(self, args.peek_send_packets().as_ref())?;
+        let elements = args.begin_send_packets()?;
+        let opened = check(self, elements.as_ref())
+            .and_then(|()| SendPackets::open(elements.as_deref().unwrap_or_default()));
+        match opened {
+            Ok(packets) => {
+                // Its open files and cursor wait in the args' extras between attempts; a
+                // start refused after all (the socket closed) drops them with the claim.
+                args.hold_send_packets(Box::new(packets));
+                self.write().start(self, args, AsyncOperation::SendPackets)
+            }
+            Err(reject) => {
+                args.abandon();
+                Err(reject)
+            }
+        }
     }
 
     /// A stream socket that never connected (and is not connecting): .NET completes sends

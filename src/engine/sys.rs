@@ -31,7 +31,7 @@ impl RawBuf {
     };
 
     /// The part of the buffer from `from` on (the caller guarantees `from <= len`).
-    fn tail(self, from: usize) -> RawBuf {
+    pub(crate) fn tail(self, from: usize) -> RawBuf {
         RawBuf {
             ptr: self.ptr.wrapping_add(from),
             len: self.len - from,
@@ -271,6 +271,88 @@ pub fn advance(
         index += 1;
     }
     (index, skip)
+}
+
+/// What a send-packets file element needs to know of its file.
+pub struct FileFacts {
+    pub regular: bool,
+    pub readable: bool,
+    pub size: u64,
+}
+
+/// fstat(2) and the access mode of a descriptor: EBADF if it is not open.
+pub fn file_facts(fd: RawFd) -> Result<FileFacts, Errno> {
+    // SAFETY: stat is plain data; all-zero is a valid value for fstat to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid out-pointer of the right type; an invalid descriptor is
+    // answered with EBADF.
+    if unsafe { libc::fstat(fd, &mut st) } < 0 {
+        return Err(errno());
+    }
+    // SAFETY: plain system call with integer arguments.
+    let mode = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if mode < 0 {
+        return Err(errno());
+    }
+    Ok(FileFacts {
+        regular: st.st_mode & libc::S_IFMT == libc::S_IFREG,
+        readable: mode & libc::O_ACCMODE != libc::O_WRONLY,
+        size: st.st_size as u64,
+    })
+}
+
+/// The most one sendfile(2) moves (the kernel's MAX_RW_COUNT); a larger range takes rounds.
+const SENDFILE_MAX: u64 = 0x7fff_f000;
+
+/// sendfile(2): up to `count` bytes of `file` from `offset` to the socket `out`. The offset is
+/// passed explicitly, so the file's own position is neither used nor moved. Unlike send, it
+/// has no MSG_NOSIGNAL, so the SIGPIPE a broken connection raises is kept off the process
+/// (see `without_sigpipe`). Ok(0) with `count` > 0: the file ends at or before `offset`.
+pub fn sendfile(out: RawFd, file: RawFd, offset: u64, count: u64) -> Result<usize, Errno> {
+    let mut offset = offset as libc::off_t;
+    let count = count.min(SENDFILE_MAX) as usize;
+    without_sigpipe(|| {
+        // SAFETY: plain system call; `offset` is a valid in-out pointer for the call.
+        retry(|| unsafe { libc::sendfile(out, file, &mut offset, count) })
+    })
+}
+
+/// Runs a send that may raise SIGPIPE with SIGPIPE blocked on this thread, and discards the
+/// one it raised, so the host's disposition is never consulted (and never changed). A broken
+/// connection's SIGPIPE goes to the sending thread, so blocking it here holds it pending for
+/// `sigtimedwait` to take; one that was already pending before is left alone (standard
+/// signals do not queue: taking "ours" would take that one).
+fn without_sigpipe(send: impl FnOnce() -> Result<usize, Errno>) -> Result<usize, Errno> {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
+    let mut pipe: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut pending: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid sigset pointers; these calls only read and write the sets and this
+    // thread's signal mask.
+    let already_pending = unsafe {
+        libc::sigemptyset(&mut pipe);
+        libc::sigaddset(&mut pipe, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &pipe, &mut old);
+        libc::sigpending(&mut pending) == 0 && libc::sigismember(&pending, libc::SIGPIPE) == 1
+    };
+    let result = send();
+    if result == Err(libc::EPIPE) && !already_pending {
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid set and timeout; a NULL siginfo is allowed. With a zero timeout it
+        // returns at once, taking the SIGPIPE just raised (EAGAIN if there is none); another
+        // signal arriving first (EINTR) must not leave it pending for the unblock below.
+        while unsafe { libc::sigtimedwait(&pipe, std::ptr::null_mut(), &zero) } < 0
+            && errno() == libc::EINTR
+        {}
+    }
+    // SAFETY: restores the mask read above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    result
 }
 
 pub fn socket(domain: i32, ty: i32, protocol: i32) -> Result<RawFd, Errno> {

@@ -76,9 +76,20 @@ soname_is() {
 check "target/release/libsockasync.so has the soname libsockasync.so.$major" \
   soname_is target/release/libsockasync.so
 
+# The header's function prototypes, one a line (cbindgen wraps long ones over several).
+prototypes() {
+  awk '/^[a-z].*[ *]sock_[a-z0-9_]+\(/ {
+    line = $0
+    while (line !~ /\);$/ && (getline more) > 0) {
+      sub(/^[ \t]+/, " ", more)
+      line = line more
+    }
+    print line }' include/sockasync.h
+}
+
 # The ABI is what the header declares: the library exports exactly those functions.
 exports_are_the_header() {
-  grep -E '^[a-z].*[ *]sock_[a-z0-9_]+\(' include/sockasync.h |
+  prototypes |
     sed -E 's/.*[ *](sock_[a-z0-9_]+)\(.*/\1/' | sort >"$work/declared"
   nm -D --defined-only target/release/libsockasync.so | awk '{print $3}' | sort >"$work/exported"
   echo "     $(wc -l <"$work/declared") functions declared, $(wc -l <"$work/exported") symbols exported"
@@ -95,7 +106,7 @@ signatures() {
     print name, n }' | sort
 }
 csharp_imports_match_the_header() {
-  grep -E '^[a-z].*[ *]sock_[a-z0-9_]+\(' include/sockasync.h | signatures >"$work/c-signatures"
+  prototypes | signatures >"$work/c-signatures"
   grep -E 'static extern .* sock_[a-z0-9_]+\(' bindings/csharp/src/Native.cs | signatures \
     >"$work/cs-signatures"
   echo "     $(wc -l <"$work/cs-signatures") of the header's functions are imported by the C# binding"
