@@ -61,6 +61,21 @@ namespace SockAsync
         internal UIntPtr Length;
     }
 
+    // sock_send_packet: int32 kind, then pointer-aligned fields (the same padding as C's).
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct SockSendPacket
+    {
+        internal const int KindMemory = 0;
+        internal const int KindPath = 1;
+
+        internal int Kind;
+        internal IntPtr Buffer;
+        internal IntPtr Path;
+        internal IntPtr Fd;
+        internal long Offset;
+        internal UIntPtr Count;
+    }
+
     [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
     internal delegate void CompletedCallback(IntPtr socket, IntPtr args, IntPtr userToken);
 
@@ -120,6 +135,8 @@ namespace SockAsync
         internal static extern bool sock_args_set_buffer(SafeSockArgsHandle e, IntPtr buffer, UIntPtr length);
         [DllImport(Library)] [return: MarshalAs(UnmanagedType.I1)]
         internal static extern bool sock_args_set_buffer_list(SafeSockArgsHandle e, SockBuf[] list, UIntPtr count);
+        [DllImport(Library)] [return: MarshalAs(UnmanagedType.I1)]
+        internal static extern bool sock_args_set_send_packets(SafeSockArgsHandle e, SockSendPacket[] elements, UIntPtr count);
         [DllImport(Library, CharSet = CharSet.Ansi, BestFitMapping = false)] [return: MarshalAs(UnmanagedType.I1)]
         internal static extern bool sock_args_set_remote_endpoint(SafeSockArgsHandle e, string endpoint);
         [DllImport(Library)] [return: MarshalAs(UnmanagedType.I1)]
@@ -164,6 +181,8 @@ namespace SockAsync
         internal static extern bool sock_send_to_async(SafeSockHandle s, SafeSockArgsHandle e);
         [DllImport(Library)] [return: MarshalAs(UnmanagedType.I1)]
         internal static extern bool sock_receive_from_async(SafeSockHandle s, SafeSockArgsHandle e);
+        [DllImport(Library)] [return: MarshalAs(UnmanagedType.I1)]
+        internal static extern bool sock_send_packets_async(SafeSockHandle s, SafeSockArgsHandle e);
         [DllImport(Library)] [return: MarshalAs(UnmanagedType.I1)]
         internal static extern bool sock_disconnect_async(SafeSockHandle s, SafeSockArgsHandle e);
 

@@ -212,6 +212,12 @@ namespace SockAsync
             return Start(e, SocketAsyncOperation.ReceiveFrom);
         }
 
+        // e.SendPacketsElements, in order, as one send (files with sendfile(2)).
+        public bool SendPacketsAsync(SocketAsyncEventArgs e)
+        {
+            return Start(e, SocketAsyncOperation.SendPackets);
+        }
+
         public bool DisconnectAsync(SocketAsyncEventArgs e)
         {
             return Start(e, SocketAsyncOperation.Disconnect);
@@ -249,6 +255,8 @@ namespace SockAsync
                 throw new ArgumentNullException("remoteEP");
             if ((operation == SocketAsyncOperation.SendTo || operation == SocketAsyncOperation.ReceiveFrom) && e.RemoteEndPoint == null)
                 throw new ArgumentException("The parameter 'e.RemoteEndPoint' cannot be null.", "e");
+            if (operation == SocketAsyncOperation.SendPackets && e.SendPacketsElements == null)
+                throw new ArgumentException("The parameter 'e.SendPacketsElements' cannot be null.", "e");
             if (operation == SocketAsyncOperation.Accept && e.AcceptSocket != null)
                 throw new PlatformNotSupportedException("Accepting into an existing Socket is not supported on this platform.");
             e.BeginOperation(this, operation);
@@ -274,6 +282,9 @@ namespace SockAsync
                         break;
                     case SocketAsyncOperation.ReceiveFrom:
                         pending = Native.sock_receive_from_async(_handle, e.NativeArgs);
+                        break;
+                    case SocketAsyncOperation.SendPackets:
+                        pending = Native.sock_send_packets_async(_handle, e.NativeArgs);
                         break;
                     default:
                         pending = Native.sock_disconnect_async(_handle, e.NativeArgs);

@@ -47,9 +47,10 @@ namespace SockAsync
         private IList<ArraySegment<byte>> _bufferList;
         private ArraySegment<byte>[] _bufferListCopy;
 
-        private GCHandle _bufferPin;
-        private GCHandle[] _listPins = new GCHandle[0];
-        private int _listPinCount;
+        // Every array an operation in flight uses, pinned.
+        private GCHandle[] _pins = new GCHandle[1];
+        private int _pinCount;
+        private SendPacketsElement[] _sendPacketsElements;
         private NativeBuffer _nativeBuffer;
         private IntPtr _nativePointer;
         private int _nativeLength;
@@ -119,6 +120,18 @@ namespace SockAsync
         internal static int HeldHandles
         {
             get { return Volatile.Read(ref s_heldHandles); }
+        }
+
+        // What SendPacketsAsync sends: elements with a Buffer (Offset, Count) or a FilePath
+        // (Offset, Count; 0 = to the end of the file); null entries are skipped.
+        public SendPacketsElement[] SendPacketsElements
+        {
+            get { return _sendPacketsElements; }
+            set
+            {
+                ThrowIfInProgress();
+                _sendPacketsElements = value;
+            }
         }
 
         public IList<ArraySegment<byte>> BufferList
@@ -233,7 +246,10 @@ namespace SockAsync
                 if (operation == SocketAsyncOperation.Connect || operation == SocketAsyncOperation.SendTo)
                     SetNativeEndpoint(Endpoints.ToText(RemoteEndPoint, "remoteEP"));
                 SetNativeFlags();
-                PinAndSetNativeBuffers();
+                if (operation == SocketAsyncOperation.SendPackets)
+                    PinAndSetNativePackets();
+                else
+                    PinAndSetNativeBuffers();
                 _root = GCHandle.Alloc(this);
                 Interlocked.Increment(ref s_heldHandles);
             }
@@ -298,7 +314,8 @@ namespace SockAsync
             else
             {
                 // Sends report None; the others are not promised to keep what was set.
-                _nativeFlags = LastOperation == SocketAsyncOperation.Send || LastOperation == SocketAsyncOperation.SendTo ? 0 : -1;
+                _nativeFlags = LastOperation == SocketAsyncOperation.Send || LastOperation == SocketAsyncOperation.SendTo
+                    || LastOperation == SocketAsyncOperation.SendPackets ? 0 : -1;
             }
             if (LastOperation == SocketAsyncOperation.ReceiveFrom)
             {
@@ -340,13 +357,20 @@ namespace SockAsync
             _nativeEndpoint = text;
         }
 
+        private IntPtr Pin(byte[] array)
+        {
+            if (_pinCount == _pins.Length)
+                Array.Resize(ref _pins, _pins.Length * 2);
+            _pins[_pinCount] = GCHandle.Alloc(array, GCHandleType.Pinned);
+            Interlocked.Increment(ref s_heldHandles);
+            return _pins[_pinCount++].AddrOfPinnedObject();
+        }
+
         private void PinAndSetNativeBuffers()
         {
             if (_buffer != null)
             {
-                _bufferPin = GCHandle.Alloc(_buffer, GCHandleType.Pinned);
-                Interlocked.Increment(ref s_heldHandles);
-                IntPtr start = IntPtr.Add(_bufferPin.AddrOfPinnedObject(), _offset);
+                IntPtr start = IntPtr.Add(Pin(_buffer), _offset);
                 // The library still holds the range the last operation used; if the array
                 // was pinned at the same place again, that range is still right.
                 if (_nativeBuffer == NativeBuffer.Single && start == _nativePointer && _count == _nativeLength)
@@ -360,16 +384,11 @@ namespace SockAsync
             else if (_bufferListCopy != null)
             {
                 ClearNativeBuffer(NativeBuffer.Single);
-                if (_listPins.Length < _bufferListCopy.Length)
-                    _listPins = new GCHandle[_bufferListCopy.Length];
                 var entries = new SockBuf[_bufferListCopy.Length];
                 for (int i = 0; i < _bufferListCopy.Length; i++)
                 {
                     ArraySegment<byte> segment = _bufferListCopy[i];
-                    _listPins[i] = GCHandle.Alloc(segment.Array, GCHandleType.Pinned);
-                    _listPinCount = i + 1;
-                    Interlocked.Increment(ref s_heldHandles);
-                    entries[i].Data = IntPtr.Add(_listPins[i].AddrOfPinnedObject(), segment.Offset);
+                    entries[i].Data = IntPtr.Add(Pin(segment.Array), segment.Offset);
                     entries[i].Length = (UIntPtr)(uint)segment.Count;
                 }
                 // The library copies the entries: the array may go once the call returns.
@@ -381,6 +400,45 @@ namespace SockAsync
             {
                 ClearNativeBuffer(NativeBuffer.Single);
                 ClearNativeBuffer(NativeBuffer.List);
+            }
+        }
+
+        // The library copies the element array and the paths; only the buffers must stay.
+        private void PinAndSetNativePackets()
+        {
+            var elements = new List<SockSendPacket>(_sendPacketsElements.Length);
+            var paths = new List<IntPtr>();
+            try
+            {
+                foreach (SendPacketsElement element in _sendPacketsElements)
+                {
+                    if (element == null)
+                        continue;
+                    var packet = new SockSendPacket { Offset = element.Offset, Count = (UIntPtr)(uint)element.Count };
+                    if (element.Buffer != null)
+                    {
+                        packet.Kind = SockSendPacket.KindMemory;
+                        packet.Buffer = Pin(element.Buffer);
+                    }
+                    else if (element.FilePath != null)
+                    {
+                        packet.Kind = SockSendPacket.KindPath;
+                        packet.Path = Marshal.StringToHGlobalAnsi(element.FilePath);
+                        paths.Add(packet.Path);
+                    }
+                    else
+                    {
+                        throw new NotSupportedException("sockasync sends buffer and file path elements only.");
+                    }
+                    elements.Add(packet);
+                }
+                Native.ThrowIfRejected(
+                    Native.sock_args_set_send_packets(NativeArgs, elements.ToArray(), (UIntPtr)(uint)elements.Count), "e", this);
+            }
+            finally
+            {
+                foreach (IntPtr path in paths)
+                    Marshal.FreeHGlobal(path);
             }
         }
 
@@ -399,17 +457,12 @@ namespace SockAsync
         // the next operation, and finishes a Dispose that came while it was in flight.
         private void ReleaseOperation()
         {
-            if (_bufferPin.IsAllocated)
+            for (int i = 0; i < _pinCount; i++)
             {
-                _bufferPin.Free();
+                _pins[i].Free();
                 Interlocked.Decrement(ref s_heldHandles);
             }
-            for (int i = 0; i < _listPinCount; i++)
-            {
-                _listPins[i].Free();
-                Interlocked.Decrement(ref s_heldHandles);
-            }
-            _listPinCount = 0;
+            _pinCount = 0;
             if (_root.IsAllocated)
             {
                 _root.Free();

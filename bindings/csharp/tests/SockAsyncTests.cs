@@ -39,6 +39,7 @@ internal static class SockAsyncTests
         Run("DisconnectAsync ends the stream after queued sends", Disconnect);
         Run("IPv6 and Unix domain sockets echo", OtherFamilies);
         Run("datagrams: SendToAsync, ReceiveFromAsync (sender, Truncated, Peek) and their rejections", Datagrams);
+        Run("SendPacketsAsync sends buffers and file ranges in order, as one send", SendPackets);
         Run("FromFileDescriptor adopts a descriptor (here a duplicate of another socket's)", AdoptDescriptor);
         Run("Shutdown aborts pending operations before it returns; the runtime restarts", ExplicitShutdown);
         Run("returning from Main with sockets open exits within a second", ExitWithSocketsOpen);
@@ -822,6 +823,48 @@ internal static class SockAsyncTests
             Throws<NotSupportedException>(() => pair[0].SendToAsync(e), "SendToAsync on a stream socket");
         }
         Dispose(pair);
+    }
+
+    private static void SendPackets()
+    {
+        string file = Path.GetTempFileName();
+        try
+        {
+            var content = new byte[5000];
+            new Random(3).NextBytes(content);
+            File.WriteAllBytes(file, content);
+            Socket[] pair = Pair();
+            using (var e = new SocketAsyncEventArgs())
+            using (Socket unconnected = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
+            {
+                var done = new Completion(e);
+                Throws<ArgumentException>(() => pair[0].SendPacketsAsync(e), "SendPacketsAsync without elements");
+                e.SendPacketsElements = new[]
+                {
+                    new SendPacketsElement(new byte[] { 9, 1, 2, 9 }, 1, 2),
+                    null,
+                    new SendPacketsElement(file, 10, 100),
+                    new SendPacketsElement(file, 0, 0),
+                };
+                Throws<NotSupportedException>(() => unconnected.SendPacketsAsync(e), "send-packets on an unconnected socket");
+                done.Finish(pair[0].SendPacketsAsync(e));
+                Check(e.SocketError == SocketError.Success && e.LastOperation == SocketAsyncOperation.SendPackets, "sent: " + e.SocketError);
+                Check(e.BytesTransferred == 2 + 100 + content.Length, "bytes " + e.BytesTransferred);
+                byte[] got = ReceiveExactly(pair[1], e.BytesTransferred);
+                Check(got[0] == 1 && got[1] == 2, "the buffer's range first");
+                for (int i = 0; i < 100; i++)
+                    Check(got[2 + i] == content[10 + i], "the file range, byte " + i);
+                for (int i = 0; i < content.Length; i++)
+                    Check(got[102 + i] == content[i], "the whole file, byte " + i);
+                e.SendPacketsElements = new[] { new SendPacketsElement(file + ".missing") };
+                Throws<ArgumentException>(() => pair[0].SendPacketsAsync(e), "a file that cannot be opened");
+            }
+            Dispose(pair);
+        }
+        finally
+        {
+            File.Delete(file);
+        }
     }
 
     private static void AdoptDescriptor()
