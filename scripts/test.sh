@@ -100,6 +100,9 @@ step "Python binding: pytest" "${PYTEST[@]}"
 step "Python binding: pytest with 2 reactor threads and Pool dispatch" \
   env SOCKASYNC_REACTOR_THREADS=2 SOCKASYNC_DISPATCH=pool "${PYTEST[@]}"
 
+# Random C API programs under ASan (scripts/fuzz.sh; longer by hand: bash scripts/fuzz.sh 3600).
+step "fuzz: C API" bash scripts/fuzz.sh "${SOCKASYNC_FUZZ_SECONDS:-60}"
+
 echo
 echo "all: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

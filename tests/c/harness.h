@@ -97,6 +97,18 @@ static inline int h_finish(const char *suite)
     return h_failed ? 1 : 0;
 }
 
+/* Whether callbacks run in the order their operations completed, on one thread: true for
+ * Inline dispatch with one reactor (the default). The suites run a second time with 2
+ * reactor threads and Pool dispatch (scripts/test.sh), where .NET's rule holds instead: one
+ * socket's callbacks may run at the same time on different workers, so tests check their
+ * order, or use the reactor as a fence, only in this mode. */
+static inline int h_callbacks_in_order(void)
+{
+    const char *dispatch = getenv("SOCKASYNC_DISPATCH");
+    const char *threads = getenv("SOCKASYNC_REACTOR_THREADS");
+    return (!dispatch || strcmp(dispatch, "pool") != 0) && (!threads || atoi(threads) <= 1);
+}
+
 /* ---- completions ---------------------------------------------------------- */
 
 /* Records every callback for the args it is the token of. */

@@ -53,10 +53,15 @@ static int raw_peer(sock **s, int peer_rcvbuf)
 /*
  * A later point on the reactor: a pending accept's callback runs only once the reactor is
  * back in its event loop, so a batch of callbacks it was delivering (e.g. a duplicate
- * right behind one we saw) has been delivered by then.
+ * right behind one we saw) has been delivered by then. (Duplicates are also caught in the
+ * library itself: debug builds check every delivery; see tests/engine.rs.)
  */
 static int reactor_barrier(void)
 {
+    /* Only one Inline reactor delivers in order; under Pool dispatch nothing here is a
+     * fence, and shutting the runtime down (the only one) would close the test's sockets. */
+    if (!h_callbacks_in_order())
+        return 1;
     char ep[64];
     sock *l = listener(0, ep, sizeof ep);
     CHECK_OR(l != NULL, 0);
@@ -419,7 +424,8 @@ static void test_queued_receives_complete_in_issue_order(void)
     }
     for (int i = 0; i < N; i++) {
         CHECK_EQ(bufs[i][0], text[i]);
-        CHECK_EQ(p[i].order - base, i); /* callbacks ran in issue order */
+        if (h_callbacks_in_order())
+            CHECK_EQ(p[i].order - base, i); /* callbacks ran in issue order */
     }
     close(peer);
     for (int i = 0; i < N; i++) {
@@ -974,6 +980,12 @@ static void pp_on_recv(sock *s, sock_args *e, void *token)
         }
         if (sock_receive_async(s, e))
             return; /* pending: this callback runs again later */
+        if (sock_last_status() == SOCK_STATUS_DISPOSED && atomic_load(&g->finished)) {
+            /* The test closed the server while this callback (on another worker, under
+             * Pool dispatch) was still re-arming: a start racing a close is rejected. */
+            waiter_signal(&g->aborted);
+            return;
+        }
         if (sock_last_status() != SOCK_STATUS_OK) {
             pp_fail(g, "receive rejected in callback", sock_last_status(), 0);
             return;
@@ -1261,7 +1273,8 @@ static void test_disconnect_after_queued_send_delivers_then_eof(void)
     CHECK_EQ(pd.w.error, SOCK_SOCKET_ERROR_SUCCESS);
     CHECK_EQ(pd.w.operation, SOCK_ASYNC_OPERATION_DISCONNECT);
     CHECK_EQ(sock_args_last_operation(de), SOCK_ASYNC_OPERATION_DISCONNECT);
-    CHECK(ps.order < pd.order);
+    if (h_callbacks_in_order())
+        CHECK(ps.order < pd.order);
     close(peer);
     sock_args_free(se);
     sock_args_free(de);

@@ -1,0 +1,1459 @@
+//! Random programs of C API calls over real loopback sockets.
+//!
+//! The input is a program: each operation is an opcode byte and its operand bytes (a missing
+//! byte reads as 0). It works on a small pool of socket and args slots; an empty slot passes
+//! NULL, so every pointer argument is also tried as NULL. After every call the contract's
+//! invariants are checked (status, message, "rejected means unchanged"); at the end of each
+//! input everything is closed and freed and the run waits (at most `DRAIN`) for every
+//! pending start's callback, then checks that none came twice and that no descriptor leaked.
+//!
+//! What the harness never does, because the contract forbids it: use a handle after freeing
+//! it (a freed slot is forgotten), give memory that does not outlive the operations using it
+//! (the buffers are allocated once per process and never written after), or name an address
+//! off loopback. Endpoint text that would parse to anything but a socket of this pool (or
+//! port 0, which refuses) is replaced before it reaches the library, so a connect can only
+//! reach this process's own listeners.
+
+#![no_main]
+
+use std::ffi::{CStr, CString, c_char, c_void};
+use std::net::SocketAddr;
+use std::sync::atomic::{
+    AtomicBool, AtomicIsize, AtomicPtr, AtomicU32, AtomicU64, Ordering::SeqCst,
+};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use libfuzzer_sys::fuzz_target;
+use sockasync::args::{self as a, sock_args, sock_buf};
+use sockasync::error::{SocketError, Status};
+use sockasync::socket::{self as s, sock};
+use sockasync::status as st;
+
+const MAX_OPS: usize = 64;
+const SOCKETS: usize = 6;
+const ARGS: usize = 6;
+/// Each args slot has its own buffer of this size, so two operations never share memory.
+const REGION: usize = 64 * 1024;
+/// More than one input can create; trackers are reused, never freed (a late callback from
+/// an earlier input must find a live tracker and be reported, not touch freed memory).
+const TRACKERS: usize = MAX_OPS + 1;
+/// A completion this late is a hang (lost callback).
+const DRAIN: Duration = Duration::from_secs(5);
+/// The longest an `await` operation waits for one args' callback: on loopback a connect or
+/// an accept completes in microseconds, and an operation that waits for data may never.
+const AWAIT: Duration = Duration::from_millis(2);
+
+const V4: i32 = 2;
+const V6: i32 = 23;
+
+const OP_ACCEPT: i32 = 1;
+const OP_CONNECT: i32 = 2;
+const OP_DISCONNECT: i32 = 3;
+const OP_RECEIVE: i32 = 4;
+const OP_SEND: i32 = 7;
+
+// ---- completion accounting --------------------------------------------------------------
+
+/// One per args object of an input; the args' user token points at it (low bits may carry
+/// a tag, which `sock_args_set_user_token` tests).
+struct Tracker {
+    args: AtomicPtr<sock_args>,
+    /// Pending starts not yet called back. Raised before a start (the callback may run before
+    /// the start returns) and lowered again if it did not go pending.
+    outstanding: AtomicIsize,
+    /// What the callback does besides counting: start the same send or receive again (this
+    /// many more times), and close the socket it ran for.
+    reissues: AtomicU32,
+    close_socket: AtomicBool,
+    /// Handles the program gave to the next callback to free (see `hand_over`).
+    free_args: AtomicPtr<sock_args>,
+    free_socket: AtomicPtr<sock>,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const NEW_TRACKER: Tracker = Tracker {
+    args: AtomicPtr::new(std::ptr::null_mut()),
+    outstanding: AtomicIsize::new(0),
+    reissues: AtomicU32::new(0),
+    close_socket: AtomicBool::new(false),
+    free_args: AtomicPtr::new(std::ptr::null_mut()),
+    free_socket: AtomicPtr::new(std::ptr::null_mut()),
+};
+static TRACKER: [Tracker; TRACKERS] = [NEW_TRACKER; TRACKERS];
+
+/// Pending starts of this input, and callbacks seen (with a condvar for the final drain).
+static PENDING: AtomicU64 = AtomicU64::new(0);
+/// Set once a callback of this input may close its socket: the program no longer knows
+/// which of its sockets are open.
+static CALLBACKS_CLOSE: AtomicBool = AtomicBool::new(false);
+static CALLBACKS: Mutex<u64> = Mutex::new(0);
+static CALLED_BACK: Condvar = Condvar::new();
+
+const TAG_MASK: usize = 7;
+
+fn tracker_of(token: *mut c_void) -> &'static Tracker {
+    let address = token as usize & !TAG_MASK;
+    TRACKER
+        .iter()
+        .find(|t| std::ptr::from_ref(*t) as usize == address)
+        .unwrap_or_else(|| panic!("callback with a user token no args was given: {token:p}"))
+}
+
+/// The completion callback of every args object: checks what it is handed and counts.
+/// A panic here aborts the process (it cannot unwind through C), which libFuzzer reports.
+unsafe extern "C" fn on_completed(socket: *mut sock, args: *mut sock_args, token: *mut c_void) {
+    let tracker = tracker_of(token);
+    assert!(!socket.is_null(), "callback with a NULL socket");
+    assert_eq!(
+        tracker.args.load(SeqCst),
+        args,
+        "callback with args other than the token's"
+    );
+    let error = a::sock_args_socket_error(args);
+    assert!(
+        SocketError::from_code(error).is_some(),
+        "callback: args report socket error {error}, not a SocketError"
+    );
+    let operation = a::sock_args_last_operation(args);
+    assert!(
+        [OP_ACCEPT, OP_CONNECT, OP_DISCONNECT, OP_RECEIVE, OP_SEND].contains(&operation),
+        "callback: last operation {operation}"
+    );
+    let again = (operation == OP_SEND || operation == OP_RECEIVE)
+        && tracker
+            .reissues
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+    // A start from here is counted before this callback is uncounted, so the args never
+    // look idle to the program (whose "rejected means unchanged" check needs idle args)
+    // while it is about to start, and its pending start is counted before this callback,
+    // so the drain never sees the totals equal while its callback is still to come.
+    let reserved = isize::from(again);
+    tracker.outstanding.fetch_add(reserved, SeqCst);
+    let before = tracker.outstanding.fetch_sub(1, SeqCst) - reserved;
+    assert!(
+        before >= 1,
+        "a callback without a pending start (double or stray completion), operation {operation}"
+    );
+    if again {
+        let pending = if operation == OP_SEND {
+            s::sock_send_async(socket, args)
+        } else {
+            s::sock_receive_async(socket, args)
+        };
+        let status = checked_status("a start from a callback");
+        if pending {
+            assert_eq!(status, Status::Ok as i32, "pending with status {status}");
+            PENDING.fetch_add(1, SeqCst);
+        } else {
+            tracker.outstanding.fetch_sub(1, SeqCst);
+        }
+    }
+    if tracker.close_socket.load(SeqCst) {
+        s::sock_close(socket);
+        assert_eq!(
+            checked_status("sock_close in a callback"),
+            Status::Ok as i32
+        );
+    }
+    // Freeing in a callback is allowed, also its own args (whose memory lives until this
+    // returns); counted last, so the drain does not end before the frees are done.
+    let socket_given = tracker.free_socket.swap(std::ptr::null_mut(), SeqCst);
+    if tracing() {
+        eprintln!(
+            "callback {operation} error {error}: frees {socket_given:p} and {:p}",
+            tracker.free_args.load(SeqCst)
+        );
+    }
+    if !socket_given.is_null() {
+        s::sock_free(socket_given);
+        assert_eq!(checked_status("sock_free in a callback"), Status::Ok as i32);
+    }
+    let args_given = tracker.free_args.swap(std::ptr::null_mut(), SeqCst);
+    if !args_given.is_null() {
+        a::sock_args_free(args_given);
+        assert_eq!(
+            checked_status("sock_args_free in a callback"),
+            Status::Ok as i32
+        );
+    }
+    *CALLBACKS.lock().unwrap() += 1;
+    CALLED_BACK.notify_all();
+}
+
+/// Gives `handle` to the args' next callback to free, if one is still to come: returns
+/// whether it did (the program must forget the handle) or kept it with the program. Exactly
+/// one side owns it whatever the timing: the callback takes it with a swap at its end, and
+/// the program takes it back with a compare-and-swap unless a callback is still due (one
+/// whose uncounting, which comes before its swap, has not happened yet).
+fn hand_over<T>(slot: &AtomicPtr<T>, handle: *mut T, tracker: &Tracker) -> bool {
+    if !slot.load(SeqCst).is_null() {
+        return false; // one handle per callback
+    }
+    slot.store(handle, SeqCst);
+    if tracker.outstanding.load(SeqCst) > 0 {
+        return true;
+    }
+    slot.compare_exchange(handle, std::ptr::null_mut(), SeqCst, SeqCst)
+        .is_err()
+}
+
+/// Fence callbacks seen (see `reactor_fence`).
+static FENCES: Mutex<u64> = Mutex::new(0);
+static FENCED: Condvar = Condvar::new();
+
+unsafe extern "C" fn on_fence(_: *mut sock, _: *mut sock_args, _: *mut c_void) {
+    *FENCES.lock().unwrap() += 1;
+    FENCED.notify_all();
+}
+
+/// Returns once the reactor has handled every message posted before the call: the abort
+/// of an accept whose socket closes now is delivered after them, in order. Memory and
+/// descriptors the reactor releases (a socket's registration, say) are then released, so
+/// the leak and descriptor checks see the input's end state, not a race with the reactor.
+fn reactor_fence() {
+    let listener = s::sock_create(V4, 1, 6);
+    assert!(
+        s::sock_bind(listener, c"127.0.0.1:0".as_ptr()) && s::sock_listen(listener, 1),
+        "fence: cannot listen on 127.0.0.1"
+    );
+    let e = a::sock_args_new(Some(on_fence), std::ptr::null_mut());
+    let mut seen = FENCES.lock().unwrap();
+    let target = *seen + 1;
+    assert!(
+        s::sock_accept_async(listener, e),
+        "fence: an accept nobody connects to did not go pending"
+    );
+    s::sock_free(listener);
+    a::sock_args_free(e);
+    let deadline = Instant::now() + DRAIN;
+    while *seen < target {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "the reactor did not deliver an abort within {DRAIN:?}"
+        );
+        seen = FENCED.wait_timeout(seen, left).unwrap().0;
+    }
+}
+
+// ---- per-process memory -----------------------------------------------------------------
+
+/// The buffers operations use: allocated once, never freed and never written after, so any
+/// operation's memory outlives it whatever the program does.
+fn region(slot: usize) -> *mut u8 {
+    static MEMORY: OnceLock<usize> = OnceLock::new();
+    let base = *MEMORY.get_or_init(|| {
+        let memory: &'static mut [u8] = Box::leak(vec![0x5a; REGION * ARGS].into_boxed_slice());
+        memory.as_mut_ptr() as usize
+    });
+    (base + slot * REGION) as *mut u8
+}
+
+/// `C_API_TRACE=1` prints each operation start and its outcome (to read a crash's input).
+fn tracing() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("C_API_TRACE").is_some())
+}
+
+fn open_descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+// ---- reading the program ----------------------------------------------------------------
+
+struct Program<'a> {
+    bytes: &'a [u8],
+}
+
+impl Program<'_> {
+    fn u8(&mut self) -> u8 {
+        let (first, rest) = self.bytes.split_first().unwrap_or((&0, &[]));
+        self.bytes = rest;
+        *first
+    }
+
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes([self.u8(), self.u8()])
+    }
+
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
+    }
+
+    fn take(&mut self, n: usize) -> &[u8] {
+        let n = n.min(self.bytes.len());
+        let (taken, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        taken
+    }
+
+    /// A size: mostly small, sometimes at the edges the API must reject.
+    fn size(&mut self, limit: usize) -> usize {
+        match self.u8() % 8 {
+            0 => 0,
+            1 => limit,
+            2 => limit + 1,
+            3 => isize::MAX as usize + 1,
+            4 => usize::MAX,
+            _ => self.u16() as usize,
+        }
+    }
+}
+
+// ---- the pool ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+struct SocketSlot {
+    handle: *mut sock,
+    tcp: bool,
+    /// Closed by this program: every later call must be rejected as Disposed.
+    closed: bool,
+    /// Bound by this program (or connected/accepted): only these may listen, so no socket
+    /// ever listens on the kernel's wildcard address.
+    bound: bool,
+}
+
+#[derive(Clone, Copy)]
+struct ArgsSlot {
+    handle: *mut sock_args,
+    tracker: &'static Tracker,
+    /// What the library said `sock_args_accept_socket` is: a repeated read returns the same
+    /// handle, which must not be adopted twice (it may have been freed since).
+    handed_out: *mut sock,
+    /// The remote endpoint this program set, to keep a later connect on loopback.
+    endpoint: Option<SocketAddr>,
+    /// The length given to the last accepted `sock_args_set_buffer` (None when cleared).
+    buffer_length: Option<usize>,
+    /// Bytes of the buffer operations use (`sock_args_count`).
+    count: usize,
+    /// The total length of the buffer list set, if one is.
+    list_total: Option<usize>,
+}
+
+impl ArgsSlot {
+    /// The bytes an operation may move at most: a list wins over a buffer, as in the library.
+    fn payload(&self) -> usize {
+        self.list_total.unwrap_or(if self.buffer_length.is_some() {
+            self.count
+        } else {
+            0
+        })
+    }
+}
+
+/// Everything an args object reports, to prove a rejected call changed none of it.
+#[derive(Debug, PartialEq, Eq)]
+struct Results {
+    bytes: usize,
+    error: i32,
+    operation: i32,
+    offset: usize,
+    count: usize,
+    token: *mut c_void,
+}
+
+fn results(e: *mut sock_args) -> Results {
+    Results {
+        bytes: a::sock_args_bytes_transferred(e),
+        error: a::sock_args_socket_error(e),
+        operation: a::sock_args_last_operation(e),
+        offset: a::sock_args_offset(e),
+        count: a::sock_args_count(e),
+        token: a::sock_args_user_token(e),
+    }
+}
+
+/// The latest call's status, after checking the three status functions agree with the
+/// contract: a message is never NULL, empty exactly when the call was accepted, and a socket
+/// error is given exactly with the SocketError status.
+fn checked_status(what: &str) -> i32 {
+    let message = st::sock_last_error_message();
+    assert!(
+        !message.is_null(),
+        "{what}: sock_last_error_message() is NULL"
+    );
+    // SAFETY: non-NULL, and the contract says a NUL-terminated string valid until the next
+    // call into the library on this thread; it is copied before any other call.
+    let text = unsafe { CStr::from_ptr(message) }
+        .to_string_lossy()
+        .into_owned();
+    let status = st::sock_last_status();
+    let socket_error = st::sock_last_socket_error();
+    assert!(
+        Status::from_code(status).is_some(),
+        "{what}: status {status} is not a sock_status"
+    );
+    if status == Status::Ok as i32 {
+        assert!(text.is_empty(), "{what}: OK with message {text:?}");
+        assert_eq!(
+            socket_error, 0,
+            "{what}: OK with socket error {socket_error}"
+        );
+    } else {
+        assert!(
+            !text.is_empty(),
+            "{what}: rejected ({status}) without a message"
+        );
+        assert_ne!(
+            status,
+            Status::Internal as i32,
+            "{what}: internal error: {text}"
+        );
+        if status == Status::SocketError as i32 {
+            assert!(
+                SocketError::from_code(socket_error).is_some_and(|e| e != SocketError::Success),
+                "{what}: SocketError status with socket error {socket_error}"
+            );
+        } else {
+            assert_eq!(
+                socket_error, 0,
+                "{what}: status {status} with socket error {socket_error}"
+            );
+        }
+    }
+    status
+}
+
+struct Run {
+    sockets: [Option<SocketSlot>; SOCKETS],
+    args: [Option<ArgsSlot>; ARGS],
+    trackers_used: usize,
+}
+
+/// How an operation start went, and what it may report.
+#[derive(Clone, Copy)]
+enum Start {
+    Accept,
+    Connect,
+    Send,
+    Receive,
+    Disconnect,
+}
+
+impl Start {
+    fn code(self) -> i32 {
+        match self {
+            Start::Accept => OP_ACCEPT,
+            Start::Connect => OP_CONNECT,
+            Start::Send => OP_SEND,
+            Start::Receive => OP_RECEIVE,
+            Start::Disconnect => OP_DISCONNECT,
+        }
+    }
+
+    /// Starts the operation (from any thread) and keeps the pending counts exact; returns
+    /// whether it went pending and the checked status.
+    fn counted(
+        self,
+        socket: *mut sock,
+        e: *mut sock_args,
+        tracker: Option<&'static Tracker>,
+    ) -> (bool, i32) {
+        if let Some(tracker) = tracker {
+            tracker.outstanding.fetch_add(1, SeqCst);
+        }
+        let pending = self.call(socket, e);
+        let status = checked_status("operation start");
+        if tracing() {
+            eprintln!(
+                "start {} on {socket:p} with {e:p}: pending {pending}, status {status}, \
+                 error {}, bytes {}",
+                self.code(),
+                a::sock_args_socket_error(e),
+                a::sock_args_bytes_transferred(e)
+            );
+        }
+        if pending {
+            assert_eq!(status, Status::Ok as i32, "pending with status {status}");
+            PENDING.fetch_add(1, SeqCst);
+        } else if let Some(tracker) = tracker {
+            tracker.outstanding.fetch_sub(1, SeqCst);
+        }
+        (pending, status)
+    }
+
+    fn call(self, socket: *mut sock, e: *mut sock_args) -> bool {
+        match self {
+            Start::Accept => s::sock_accept_async(socket, e),
+            Start::Connect => s::sock_connect_async(socket, e),
+            Start::Send => s::sock_send_async(socket, e),
+            Start::Receive => s::sock_receive_async(socket, e),
+            Start::Disconnect => s::sock_disconnect_async(socket, e),
+        }
+    }
+}
+
+impl Run {
+    fn new() -> Run {
+        Run {
+            sockets: [None; SOCKETS],
+            args: [None; ARGS],
+            trackers_used: 0,
+        }
+    }
+
+    fn socket(&self, index: u8) -> (*mut sock, Option<SocketSlot>) {
+        let slot = self.sockets[index as usize % SOCKETS];
+        (slot.map_or(std::ptr::null_mut(), |s| s.handle), slot)
+    }
+
+    fn args(&self, index: u8) -> (*mut sock_args, Option<ArgsSlot>) {
+        let slot = self.args[index as usize % ARGS];
+        (slot.map_or(std::ptr::null_mut(), |a| a.handle), slot)
+    }
+
+    /// The local endpoints of this program's open, bound TCP sockets: the only places a
+    /// connect may go (besides port 0, which refuses).
+    fn own_endpoints(&self) -> Vec<SocketAddr> {
+        self.sockets
+            .iter()
+            .flatten()
+            .filter(|s| s.tcp && !s.closed && s.bound)
+            .filter_map(|s| local_endpoint(s.handle))
+            .collect()
+    }
+
+    /// Keeps endpoint text on this pool: text that parses to anything else becomes port 0 of
+    /// loopback in the same family (text that does not parse goes through as it is).
+    fn fence(&self, text: Vec<u8>) -> Vec<u8> {
+        let Ok(addr) = sockasync::engine::endpoint::parse(&text) else {
+            return text;
+        };
+        if addr.ip().is_loopback() && (addr.port() == 0 || self.own_endpoints().contains(&addr)) {
+            return text;
+        }
+        if addr.is_ipv4() {
+            b"127.0.0.1:0".to_vec()
+        } else {
+            b"[::1]:0".to_vec()
+        }
+    }
+
+    /// Endpoint text: own listeners, loopback port 0, and every malformed shape.
+    fn endpoint_text(&self, p: &mut Program) -> Vec<u8> {
+        let choice = p.u8();
+        let own = self.own_endpoints();
+        let text = match choice % 12 {
+            0 | 1 if !own.is_empty() => own[p.u8() as usize % own.len()].to_string().into_bytes(),
+            0 | 2 => b"127.0.0.1:0".to_vec(),
+            1 | 3 => b"[::1]:0".to_vec(),
+            4 => vec![b'1'; 300 + p.u16() as usize % 10_000],
+            5 => b"\xff\xfe127.0.0.1:1\x80".to_vec(),
+            6 => b"127.0.0.1".to_vec(),
+            7 => b"127.0.0.1:65536".to_vec(),
+            8 => [
+                &b"[::1"[..],
+                b"]:0",
+                b"::1]:0",
+                b"[[::1]]:0",
+                b"[]:0",
+                b":0",
+                b"",
+                b"[::1]:",
+            ][p.u8() as usize % 8]
+                .to_vec(),
+            9 => b"localhost:0".to_vec(),
+            _ => {
+                let n = p.u8() as usize % 70;
+                p.take(n).to_vec()
+            }
+        };
+        // A C string ends at its first NUL.
+        let text = text.split(|b| *b == 0).next().unwrap_or(&[]).to_vec();
+        self.fence(text)
+    }
+
+    fn execute(&mut self, p: &mut Program) {
+        let opcode = p.u8() % 29;
+        if tracing() {
+            eprintln!("op {opcode}");
+        }
+        match opcode {
+            0 => self.create(p),
+            1 => self.bind(p),
+            2 => self.listen(p),
+            3 => self.connect_to_own(p),
+            4 => self.start(p, Start::Connect),
+            5 => self.start(p, Start::Accept),
+            6 | 7 => self.start(p, Start::Send),
+            8 | 9 => self.start(p, Start::Receive),
+            10 => self.start(p, Start::Disconnect),
+            11 => self.shutdown(p),
+            12 => self.set_option(p),
+            13 => self.get_option(p),
+            14 => self.close(p),
+            15 => self.free(p),
+            16 => self.new_args(p),
+            17 => self.free_args(p),
+            18 => self.set_buffer(p),
+            19 => self.set_range(p),
+            20 => self.set_buffer_list(p),
+            21 => self.set_remote_endpoint(p),
+            22 => self.set_user_token(p),
+            23 => self.take_accepted(p),
+            24 => self.endpoints(p),
+            25 => self.names(p),
+            26 => self.await_args(p),
+            27 => self.program_callback(p),
+            _ => self.race(p),
+        }
+    }
+
+    fn create(&mut self, p: &mut Program) {
+        let index = p.u8() as usize % SOCKETS;
+        let (family, ty, protocol) = match p.u8() % 10 {
+            0..=2 => (V4, 1, 6),
+            3..=5 => (V6, 1, 6),
+            6 => (V4, 1, 0),
+            7 => (if p.u8().is_multiple_of(2) { V4 } else { V6 }, 2, 17),
+            8 => (1, 1, 0),
+            _ => (p.u32() as i32, p.u32() as i32, p.u32() as i32),
+        };
+        let handle = s::sock_create(family, ty, protocol);
+        let status = checked_status("sock_create");
+        assert_eq!(
+            handle.is_null(),
+            status != Status::Ok as i32,
+            "sock_create: handle {handle:p} with status {status}"
+        );
+        if handle.is_null() {
+            return;
+        }
+        if let Some(old) = self.sockets[index].take() {
+            s::sock_free(old.handle);
+            checked_status("sock_free");
+        }
+        self.sockets[index] = Some(SocketSlot {
+            handle,
+            tcp: ty == 1,
+            closed: false,
+            bound: false,
+        });
+    }
+
+    /// A socket call that is not an operation start: when the socket is known closed it
+    /// must be rejected as Disposed, and NULL as NullArgument.
+    fn check_plain(what: &str, slot: Option<SocketSlot>, ok: bool, status: i32) {
+        assert_eq!(
+            ok,
+            status == Status::Ok as i32,
+            "{what}: returned {ok} with status {status}"
+        );
+        match slot {
+            None => assert_eq!(status, Status::NullArgument as i32, "{what}(NULL)"),
+            Some(s) if s.closed => {
+                assert_eq!(status, Status::Disposed as i32, "{what} on a closed socket")
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn bind(&mut self, p: &mut Program) {
+        let index = p.u8();
+        let (handle, slot) = self.socket(index);
+        let text = self.endpoint_text(p);
+        let with_null = p.u8().is_multiple_of(8);
+        let text = CString::new(text).expect("cut at the first NUL");
+        let ok = s::sock_bind(
+            handle,
+            if with_null {
+                std::ptr::null()
+            } else {
+                text.as_ptr()
+            },
+        );
+        let status = checked_status("sock_bind");
+        Self::check_plain("sock_bind", slot, ok, status);
+        if ok && let Some(slot) = &mut self.sockets[index as usize % SOCKETS] {
+            slot.bound = true;
+        }
+    }
+
+    fn listen(&mut self, p: &mut Program) {
+        let (handle, slot) = self.socket(p.u8());
+        let backlog = match p.u8() % 4 {
+            0 => 0,
+            1 => -1,
+            2 => i32::MAX,
+            _ => p.u8() as i32,
+        };
+        if slot.is_some_and(|s| !s.bound && !s.closed) {
+            return; // the kernel would bind it to the wildcard address
+        }
+        let ok = s::sock_listen(handle, backlog);
+        let status = checked_status("sock_listen");
+        Self::check_plain("sock_listen", slot, ok, status);
+    }
+
+    /// Points the args at one of the pool's listeners, then connects: the productive path.
+    fn connect_to_own(&mut self, p: &mut Program) {
+        let own = self.own_endpoints();
+        let target = own.get(p.u8() as usize % own.len().max(1)).copied();
+        let (e, _) = self.args(p.u8());
+        let socket_index = p.u8();
+        if let Some(target) = target {
+            let text = CString::new(target.to_string()).unwrap();
+            if a::sock_args_set_remote_endpoint(e, text.as_ptr()) {
+                self.remember_endpoint(e, Some(target));
+            }
+            checked_status("sock_args_set_remote_endpoint");
+        }
+        self.start_with(socket_index, e, Start::Connect);
+    }
+
+    fn remember_endpoint(&mut self, e: *mut sock_args, endpoint: Option<SocketAddr>) {
+        if let Some(slot) = self.args.iter_mut().flatten().find(|a| a.handle == e) {
+            slot.endpoint = endpoint;
+        }
+    }
+
+    fn start(&mut self, p: &mut Program, start: Start) {
+        let socket_index = p.u8();
+        let (e, _) = self.args(p.u8());
+        self.start_with(socket_index, e, start);
+    }
+
+    fn start_with(&mut self, socket_index: u8, e: *mut sock_args, start: Start) {
+        let (handle, socket) = self.socket(socket_index);
+        let slot = self.args.iter().flatten().find(|a| a.handle == e).copied();
+        if matches!(start, Start::Connect) {
+            if socket.is_some_and(|s| !s.tcp) {
+                return; // a datagram "connect" could name a port of another process
+            }
+            // The endpoint stored may name a socket of this pool that has closed since.
+            if let Some(endpoint) = slot.and_then(|a| a.endpoint)
+                && endpoint.port() != 0
+                && !self.own_endpoints().contains(&endpoint)
+            {
+                return;
+            }
+        }
+        // Results are stable only while nothing is in flight on the args.
+        let idle = slot.is_some_and(|a| a.tracker.outstanding.load(SeqCst) == 0);
+        let before = idle.then(|| results(e));
+        let (pending, status) = start.counted(handle, e, slot.map(|a| a.tracker));
+        match (socket, slot) {
+            (None, _) => assert!(
+                status == Status::NullArgument as i32,
+                "start with a NULL socket: status {status}"
+            ),
+            (Some(s), _) if s.closed => {
+                assert_eq!(status, Status::Disposed as i32, "start on a closed socket")
+            }
+            (Some(_), None) => {
+                // .NET reports a disposed socket before NULL args, and a callback may have
+                // closed this one.
+                let closed_by_callback =
+                    CALLBACKS_CLOSE.load(SeqCst) && status == Status::Disposed as i32;
+                assert!(
+                    status == Status::NullArgument as i32 || closed_by_callback,
+                    "start with NULL args: status {status}"
+                )
+            }
+            (Some(_), Some(_)) => {}
+        }
+        if status == Status::Ok as i32 && matches!(start, Start::Accept) {
+            // The library forgot the last accepted socket when this accept started.
+            if let Some(slot) = self.args.iter_mut().flatten().find(|a| a.handle == e) {
+                slot.handed_out = std::ptr::null_mut();
+            }
+        }
+        let (Some(before), Some(slot)) = (before, slot) else {
+            return;
+        };
+        let after = results(e);
+        if status != Status::Ok as i32 {
+            assert_eq!(
+                before, after,
+                "a rejected start ({status}) changed the args"
+            );
+            return;
+        }
+        assert_eq!(
+            after.operation,
+            start.code(),
+            "last operation after a start"
+        );
+        if pending {
+            return;
+        }
+        // Completed now: the results are final.
+        let error = SocketError::from_code(after.error)
+            .unwrap_or_else(|| panic!("completed with socket error {}", after.error));
+        let total = match start {
+            Start::Accept | Start::Disconnect => 0,
+            _ => slot.payload(),
+        };
+        assert!(
+            after.bytes <= total,
+            "{} completed with {} bytes of {total}",
+            start.code(),
+            after.bytes
+        );
+        if let (Start::Send, SocketError::Success, Some(s)) = (start, error, socket)
+            && s.tcp
+        {
+            assert_eq!(after.bytes, total, "a stream send completed short");
+        }
+        if matches!(start, Start::Connect)
+            && error == SocketError::Success
+            && let Some(slot) = &mut self.sockets[socket_index as usize % SOCKETS]
+        {
+            slot.bound = true;
+        }
+    }
+
+    fn shutdown(&mut self, p: &mut Program) {
+        let (handle, slot) = self.socket(p.u8());
+        let how = match p.u8() % 5 {
+            n @ 0..=2 => n as i32,
+            3 => -1,
+            _ => p.u32() as i32,
+        };
+        let ok = s::sock_shutdown(handle, how);
+        let status = checked_status("sock_shutdown");
+        Self::check_plain("sock_shutdown", slot, ok, status);
+    }
+
+    fn set_option(&mut self, p: &mut Program) {
+        let (handle, slot) = self.socket(p.u8());
+        let code = (p.u8() % 9) as i32 - 1;
+        // Linger stays at -1 or 0 (or an invalid value): a close lingering on unsent data
+        // would wait, as documented, and only slow the run down.
+        let value = match p.u8() % 10 {
+            0 => 0,
+            1 => 1,
+            2 => -1,
+            3 => 65536,
+            4 => i64::MIN,
+            5 => i32::MAX as i64 + 1,
+            6 if code != 6 => p.u32() as i64,
+            7 if code != 6 => 1 + (p.u16() as i64) * 16,
+            _ => p.u8() as i64 % 3 - 1,
+        };
+        let value = if code == 6 && (1..=65535).contains(&value) {
+            0
+        } else {
+            value
+        };
+        let ok = s::sock_set_option(handle, code, value);
+        let status = checked_status("sock_set_option");
+        Self::check_plain("sock_set_option", slot, ok, status);
+        let open = slot.is_some_and(|s| !s.closed) && !CALLBACKS_CLOSE.load(SeqCst);
+        if !(1..=6).contains(&code) && open {
+            assert_eq!(
+                status,
+                Status::InvalidArgument as i32,
+                "unknown option {code} set"
+            );
+        }
+    }
+
+    fn get_option(&mut self, p: &mut Program) {
+        let (handle, slot) = self.socket(p.u8());
+        let code = (p.u8() % 9) as i32 - 1;
+        let null_out = p.u8().is_multiple_of(8);
+        let mut value: i64 = 0x5a5a;
+        let out = if null_out {
+            std::ptr::null_mut()
+        } else {
+            &mut value as *mut i64
+        };
+        let ok = s::sock_get_option(handle, code, out);
+        let status = checked_status("sock_get_option");
+        Self::check_plain("sock_get_option", slot, ok, status);
+        if !ok {
+            assert_eq!(
+                value, 0x5a5a,
+                "a rejected sock_get_option wrote its out-value"
+            );
+        }
+    }
+
+    fn close(&mut self, p: &mut Program) {
+        let index = p.u8() as usize % SOCKETS;
+        let handle = self.sockets[index].map_or(std::ptr::null_mut(), |s| s.handle);
+        s::sock_close(handle);
+        let status = checked_status("sock_close");
+        let expected = if handle.is_null() {
+            Status::NullArgument
+        } else {
+            Status::Ok
+        };
+        assert_eq!(status, expected as i32, "sock_close");
+        if let Some(slot) = &mut self.sockets[index] {
+            slot.closed = true;
+        }
+    }
+
+    fn free(&mut self, p: &mut Program) {
+        let index = p.u8() as usize % SOCKETS;
+        let handle = self.sockets[index]
+            .take()
+            .map_or(std::ptr::null_mut(), |s| s.handle);
+        s::sock_free(handle);
+        assert_eq!(checked_status("sock_free"), Status::Ok as i32, "sock_free");
+    }
+
+    fn new_args(&mut self, p: &mut Program) {
+        let index = p.u8() as usize % ARGS;
+        if p.u8().is_multiple_of(8) {
+            let e = a::sock_args_new(None, std::ptr::null_mut());
+            assert!(e.is_null(), "sock_args_new without a callback made args");
+            assert_eq!(checked_status("sock_args_new"), Status::NullArgument as i32);
+            return;
+        }
+        if self.trackers_used == TRACKERS {
+            return;
+        }
+        let tracker = &TRACKER[self.trackers_used];
+        self.trackers_used += 1;
+        tracker.reissues.store(0, SeqCst);
+        tracker.close_socket.store(false, SeqCst);
+        assert!(
+            tracker.free_args.load(SeqCst).is_null() && tracker.free_socket.load(SeqCst).is_null()
+        );
+        let token = std::ptr::from_ref(tracker) as *mut c_void;
+        let e = a::sock_args_new(Some(on_completed), token);
+        assert_eq!(checked_status("sock_args_new"), Status::Ok as i32);
+        assert!(!e.is_null(), "sock_args_new returned NULL with status OK");
+        tracker.args.store(e, SeqCst);
+        assert_eq!(
+            results(e),
+            Results {
+                bytes: 0,
+                error: 0,
+                operation: 0,
+                offset: 0,
+                count: 0,
+                token
+            },
+            "new args"
+        );
+        assert!(
+            a::sock_args_accept_socket(e).is_null(),
+            "new args with an accepted socket"
+        );
+        if let Some(old) = self.args[index].take() {
+            a::sock_args_free(old.handle);
+        }
+        self.args[index] = Some(ArgsSlot {
+            handle: e,
+            tracker,
+            handed_out: std::ptr::null_mut(),
+            endpoint: None,
+            buffer_length: None,
+            count: 0,
+            list_total: None,
+        });
+    }
+
+    fn free_args(&mut self, p: &mut Program) {
+        let index = p.u8() as usize % ARGS;
+        let handle = self.args[index]
+            .take()
+            .map_or(std::ptr::null_mut(), |a| a.handle);
+        a::sock_args_free(handle);
+        assert_eq!(
+            checked_status("sock_args_free"),
+            Status::Ok as i32,
+            "sock_args_free"
+        );
+    }
+
+    /// A setter on args: NULL args are NullArgument; on idle args a rejection changes
+    /// nothing. Returns whether it was accepted.
+    fn setter(&mut self, index: u8, what: &str, call: impl FnOnce(*mut sock_args) -> bool) -> bool {
+        let (e, slot) = self.args(index);
+        let idle = slot.is_some_and(|a| a.tracker.outstanding.load(SeqCst) == 0);
+        let before = idle.then(|| results(e));
+        let ok = call(e);
+        let status = checked_status(what);
+        assert_eq!(
+            ok,
+            status == Status::Ok as i32,
+            "{what}: returned {ok} with status {status}"
+        );
+        if slot.is_none() {
+            assert_eq!(status, Status::NullArgument as i32, "{what}(NULL args)");
+        }
+        if let (Some(before), false) = (before, ok) {
+            assert_eq!(before, results(e), "a rejected {what} changed the args");
+        }
+        ok
+    }
+
+    fn args_slot(&mut self, index: u8) -> Option<&mut ArgsSlot> {
+        self.args[index as usize % ARGS].as_mut()
+    }
+
+    fn set_buffer(&mut self, p: &mut Program) {
+        let index = p.u8();
+        let slot_number = index as usize % ARGS;
+        let start = p.u16() as usize % REGION;
+        let length = p.size(REGION - start);
+        let clear = p.u8().is_multiple_of(6);
+        // Valid memory only, except lengths past SSIZE_MAX, which must be refused unread.
+        let must_reject = !clear && length > isize::MAX as usize;
+        if !clear && !must_reject && start + length > REGION {
+            return;
+        }
+        let buffer = if clear {
+            std::ptr::null_mut()
+        } else {
+            region(slot_number).wrapping_add(start)
+        };
+        let ok = self.setter(index, "sock_args_set_buffer", |e| {
+            a::sock_args_set_buffer(e, buffer as *mut c_void, length)
+        });
+        if must_reject {
+            assert!(
+                !ok,
+                "sock_args_set_buffer took {length} bytes (> SSIZE_MAX)"
+            );
+        }
+        if ok {
+            let (e, _) = self.args(index);
+            let expected = if clear { (0, 0) } else { (0, length) };
+            assert_eq!(
+                (a::sock_args_offset(e), a::sock_args_count(e)),
+                expected,
+                "offset and count after sock_args_set_buffer"
+            );
+            if let Some(slot) = self.args_slot(index) {
+                slot.buffer_length = (!clear).then_some(length);
+                slot.count = if clear { 0 } else { length };
+            }
+        }
+    }
+
+    fn set_range(&mut self, p: &mut Program) {
+        let index = p.u8();
+        let length = self.args[index as usize % ARGS]
+            .and_then(|a| a.buffer_length)
+            .unwrap_or(0);
+        let offset = p.size(length);
+        let count = match p.u8() % 4 {
+            0 => length.saturating_sub(offset),
+            _ => p.size(length),
+        };
+        let ok = self.setter(index, "sock_args_set_range", |e| {
+            a::sock_args_set_range(e, offset, count)
+        });
+        let fits = offset.checked_add(count).is_some_and(|end| end <= length);
+        let (e, slot) = self.args(index);
+        if slot.is_some_and(|a| a.tracker.outstanding.load(SeqCst) == 0) && !ok {
+            // Idle args refuse a range only when it does not fit (or the args are busy).
+            let status = st::sock_last_status();
+            assert!(
+                !fits || status == Status::InProgress as i32,
+                "sock_args_set_range({offset}, {count}) of {length} bytes refused ({status})"
+            );
+        }
+        if ok {
+            assert!(
+                fits,
+                "sock_args_set_range({offset}, {count}) of {length} bytes taken"
+            );
+            assert_eq!(
+                (a::sock_args_offset(e), a::sock_args_count(e)),
+                (offset, count)
+            );
+            if let Some(slot) = self.args_slot(index) {
+                slot.count = count;
+            }
+        }
+    }
+
+    fn set_buffer_list(&mut self, p: &mut Program) {
+        let index = p.u8();
+        let base = region(index as usize % ARGS);
+        let entries = match p.u8() % 8 {
+            0 => 0,
+            1 => 1025 + p.u16() as usize % 2048, // past IOV_MAX
+            n => n as usize,
+        };
+        let mut list = Vec::with_capacity(entries);
+        let mut must_reject = false;
+        let mut total: usize = 0;
+        for _ in 0..entries {
+            let start = p.u16() as usize % REGION;
+            let kind = p.u8();
+            let (data, len) = match kind % 10 {
+                0 => (std::ptr::null_mut(), 0),
+                1 => {
+                    must_reject = true;
+                    (std::ptr::null_mut(), 1 + p.u8() as usize)
+                }
+                2 => {
+                    must_reject = true;
+                    (
+                        base.wrapping_add(start) as *mut c_void,
+                        isize::MAX as usize + 1,
+                    )
+                }
+                3 => (base.wrapping_add(start) as *mut c_void, 0),
+                _ => (
+                    base.wrapping_add(start) as *mut c_void,
+                    p.u16() as usize % (REGION - start + 1),
+                ),
+            };
+            total = total.saturating_add(len);
+            list.push(sock_buf { data, len });
+        }
+        // A total past SSIZE_MAX must be refused too (entries are never that large here
+        // unless one alone is).
+        must_reject |= total > isize::MAX as usize;
+        let null_list = p.u8().is_multiple_of(8);
+        let (ptr, count) = if null_list {
+            (std::ptr::null(), p.u8() as usize)
+        } else {
+            (list.as_ptr(), list.len())
+        };
+        let ok = self.setter(index, "sock_args_set_buffer_list", |e| {
+            a::sock_args_set_buffer_list(e, ptr, count)
+        });
+        if !null_list && must_reject {
+            assert!(!ok, "sock_args_set_buffer_list took an invalid list");
+        }
+        if ok && let Some(slot) = self.args_slot(index) {
+            slot.list_total = (!null_list).then_some(total);
+        }
+        drop(list); // the array is copied by the library: gone now, while its memory is used
+    }
+
+    fn set_remote_endpoint(&mut self, p: &mut Program) {
+        let index = p.u8();
+        let null = p.u8().is_multiple_of(8);
+        let text = self.endpoint_text(p);
+        let parsed = sockasync::engine::endpoint::parse(&text).ok();
+        let text = CString::new(text).expect("cut at the first NUL");
+        let ptr = if null {
+            std::ptr::null()
+        } else {
+            text.as_ptr()
+        };
+        let ok = self.setter(index, "sock_args_set_remote_endpoint", |e| {
+            a::sock_args_set_remote_endpoint(e, ptr)
+        });
+        if ok {
+            let (e, _) = self.args(index);
+            self.remember_endpoint(e, if null { None } else { parsed });
+            assert!(null || parsed.is_some(), "unparsable endpoint text taken");
+        }
+    }
+
+    fn set_user_token(&mut self, p: &mut Program) {
+        let (e, slot) = self.args(p.u8());
+        let tag = p.u8() as usize & TAG_MASK;
+        // Tags keep the token pointing at the args' tracker, so completions stay counted.
+        let token = slot.map_or(tag, |a| std::ptr::from_ref(a.tracker) as usize | tag);
+        a::sock_args_set_user_token(e, token as *mut c_void);
+        let status = checked_status("sock_args_set_user_token");
+        if slot.is_some() {
+            assert_eq!(status, Status::Ok as i32);
+            assert_eq!(
+                a::sock_args_user_token(e) as usize,
+                token,
+                "user token read back"
+            );
+        } else {
+            assert_eq!(status, Status::NullArgument as i32);
+        }
+    }
+
+    /// Adopts the socket a completed accept produced (the caller owns it once read).
+    fn take_accepted(&mut self, p: &mut Program) {
+        let index = p.u8();
+        let socket_index = p.u8() as usize % SOCKETS;
+        let (e, slot) = self.args(index);
+        let accepted = a::sock_args_accept_socket(e);
+        checked_status("sock_args_accept_socket");
+        let Some(slot) = slot else {
+            assert!(accepted.is_null(), "an accepted socket from NULL args");
+            return;
+        };
+        if accepted.is_null() || accepted == slot.handed_out {
+            return; // nothing new: a repeated read names a socket already adopted
+        }
+        if let Some(slot) = self.args_slot(index) {
+            slot.handed_out = accepted;
+        }
+        if let Some(old) = self.sockets[socket_index].take() {
+            s::sock_free(old.handle);
+            checked_status("sock_free");
+        }
+        self.sockets[socket_index] = Some(SocketSlot {
+            handle: accepted,
+            tcp: true,
+            closed: false,
+            bound: true,
+        });
+    }
+
+    fn endpoints(&mut self, p: &mut Program) {
+        let (handle, slot) = self.socket(p.u8());
+        let remote = p.u8().is_multiple_of(2);
+        let cap = p.u8() as usize % 64;
+        let null_out = p.u8().is_multiple_of(8);
+        let mut out = [0xaa_u8; 64];
+        let ptr = if null_out {
+            std::ptr::null_mut()
+        } else {
+            out.as_mut_ptr() as *mut c_char
+        };
+        let written = if remote {
+            s::sock_remote_endpoint(handle, ptr, cap)
+        } else {
+            s::sock_local_endpoint(handle, ptr, cap)
+        };
+        let status = checked_status("sock_*_endpoint");
+        Self::check_plain("sock_*_endpoint", slot, written > 0, status);
+        if written == 0 {
+            assert!(
+                out.iter().all(|b| *b == 0xaa),
+                "a refused endpoint read wrote text"
+            );
+            return;
+        }
+        assert!(
+            written < cap,
+            "{written} bytes of text in a {cap}-byte buffer"
+        );
+        assert_eq!(out[written], 0, "endpoint text without its NUL");
+        assert!(out[..written].iter().all(|b| *b != 0));
+        let text = std::str::from_utf8(&out[..written]).expect("endpoint text is UTF-8");
+        text.parse::<SocketAddr>()
+            .unwrap_or_else(|_| panic!("endpoint text {text:?} does not parse"));
+    }
+
+    /// Two threads at once on one socket: two starts (send or receive), a start against a
+    /// close, two closes, or a setter against a start on the same args. Only calls the
+    /// contract allows concurrently: no handle is freed while the other thread may use it.
+    fn race(&mut self, p: &mut Program) {
+        let socket_index = p.u8();
+        let (handle, socket) = self.socket(socket_index);
+        let (first, first_slot) = self.args(p.u8());
+        let (second, second_slot) = self.args(p.u8());
+        let how = p.u8();
+        let kind = |bits: u8| {
+            if bits & 1 == 0 {
+                Start::Send
+            } else {
+                Start::Receive
+            }
+        };
+        let (mine, theirs) = (kind(how >> 2), kind(how >> 3));
+        let closes = how % 4 == 1 || how % 4 == 2;
+        if closes && socket.is_none() {
+            return;
+        }
+        let barrier = std::sync::Barrier::new(2);
+        let raw = |ptr: *mut c_void| ptr as usize;
+        let (socket_raw, first_raw, second_raw) =
+            (raw(handle.cast()), raw(first.cast()), raw(second.cast()));
+        let region_raw = raw(region(p.u8() as usize % ARGS).cast());
+        let (first_tracker, second_tracker) = (
+            first_slot.map(|a| a.tracker),
+            second_slot.map(|a| a.tracker),
+        );
+        let buffer_set = std::thread::scope(|scope| {
+            let other = scope.spawn(|| {
+                let socket = socket_raw as *mut sock;
+                barrier.wait();
+                match how % 4 {
+                    0 | 1 => {
+                        theirs.counted(socket, second_raw as *mut sock_args, second_tracker);
+                        false
+                    }
+                    2 => {
+                        s::sock_close(socket);
+                        checked_status("sock_close racing");
+                        false
+                    }
+                    _ => {
+                        let e = first_raw as *mut sock_args;
+                        let set = a::sock_args_set_buffer(e, region_raw as *mut c_void, 100);
+                        checked_status("sock_args_set_buffer racing");
+                        set
+                    }
+                }
+            });
+            barrier.wait();
+            match how % 4 {
+                0 | 3 => drop(mine.counted(handle, first, first_tracker)),
+                _ => {
+                    s::sock_close(handle);
+                    checked_status("sock_close racing");
+                }
+            }
+            other.join().expect("the racing thread panicked")
+        });
+        if closes && let Some(slot) = &mut self.sockets[socket_index as usize % SOCKETS] {
+            slot.closed = true;
+        }
+        if buffer_set && let Some(slot) = self.args.iter_mut().flatten().find(|a| a.handle == first)
+        {
+            slot.buffer_length = Some(100);
+            slot.count = 100;
+        }
+    }
+
+    /// Gives an args' callback work to do: start its send or receive again, close the socket.
+    fn program_callback(&mut self, p: &mut Program) {
+        let (_, slot) = self.args(p.u8());
+        let what = p.u8();
+        let Some(slot) = slot else {
+            return;
+        };
+        slot.tracker.reissues.store(u32::from(what % 4), SeqCst);
+        if what & 4 != 0 {
+            CALLBACKS_CLOSE.store(true, SeqCst);
+            slot.tracker.close_socket.store(true, SeqCst);
+        }
+        let socket_index = p.u8() as usize % SOCKETS;
+        if what & 8 != 0
+            && let Some(socket) = self.sockets[socket_index]
+            && hand_over(&slot.tracker.free_socket, socket.handle, slot.tracker)
+        {
+            self.sockets[socket_index] = None;
+        }
+        if what & 16 != 0 && hand_over(&slot.tracker.free_args, slot.handle, slot.tracker) {
+            self.args = self.args.map(|a| a.filter(|a| a.handle != slot.handle));
+        }
+    }
+
+    /// Lets a pending operation finish (briefly), so later operations see its results: what
+    /// makes "connect, accept, then use the accepted socket" reachable without luck.
+    fn await_args(&mut self, p: &mut Program) {
+        let (_, slot) = self.args(p.u8());
+        let Some(slot) = slot else {
+            return;
+        };
+        let deadline = Instant::now() + AWAIT;
+        let mut seen = CALLBACKS.lock().unwrap();
+        while slot.tracker.outstanding.load(SeqCst) > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            seen = CALLED_BACK.wait_timeout(seen, left).unwrap().0;
+        }
+    }
+
+    fn names(&mut self, p: &mut Program) {
+        let code = match p.u8() % 4 {
+            0 => p.u16() as i32 + 10_000,
+            1 => p.u8() as i32,
+            _ => p.u32() as i32,
+        };
+        let known = SocketError::from_code(code).is_some();
+        let name = st::sock_error_name(code);
+        let status = checked_status("sock_error_name");
+        assert!(!name.is_null());
+        assert_eq!(
+            status == Status::Ok as i32,
+            known,
+            "sock_error_name({code})"
+        );
+        let name = st::sock_status_name(code % 16);
+        let status = checked_status("sock_status_name");
+        assert!(!name.is_null());
+        assert_eq!(
+            status == Status::Ok as i32,
+            Status::from_code(code % 16).is_some()
+        );
+        assert!(!st::sock_version().is_null());
+    }
+
+    /// Closes and frees everything, then waits for every pending start's one callback.
+    fn finish(mut self, descriptors_before: usize) {
+        // Handles given to a callback that has not run may wait for nothing but this close
+        // (a receive on the very socket handed over): take back whatever no callback took.
+        for tracker in &TRACKER[..self.trackers_used] {
+            let socket = tracker.free_socket.swap(std::ptr::null_mut(), SeqCst);
+            if !socket.is_null() {
+                s::sock_free(socket);
+            }
+            let args = tracker.free_args.swap(std::ptr::null_mut(), SeqCst);
+            if !args.is_null() {
+                a::sock_args_free(args);
+            }
+        }
+        for slot in self.sockets.iter_mut() {
+            if let Some(socket) = slot.take() {
+                s::sock_free(socket.handle);
+            }
+        }
+        for slot in self.args.iter_mut() {
+            if let Some(args) = slot.take() {
+                a::sock_args_free(args.handle);
+            }
+        }
+        let deadline = Instant::now() + DRAIN;
+        let pending = PENDING.load(SeqCst);
+        let mut seen = CALLBACKS.lock().unwrap();
+        while *seen < pending {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "lost completions: {pending} starts went pending, {} callbacks came within {DRAIN:?} \
+                 of closing every socket",
+                *seen
+            );
+            seen = CALLED_BACK.wait_timeout(seen, left).unwrap().0;
+        }
+        assert_eq!(*seen, pending, "more callbacks than pending starts");
+        *seen = 0;
+        PENDING.store(0, SeqCst);
+        CALLBACKS_CLOSE.store(false, SeqCst);
+        drop(seen);
+        for (i, tracker) in TRACKER[..self.trackers_used].iter().enumerate() {
+            assert_eq!(
+                tracker.outstanding.load(SeqCst),
+                0,
+                "args #{i}: callbacks != pending starts"
+            );
+            tracker.args.store(std::ptr::null_mut(), SeqCst);
+        }
+        // A callback's args (and a socket they accepted) are released after it returns, and
+        // that can post more to the reactor: the second fence comes after all of it.
+        reactor_fence();
+        reactor_fence();
+        // Descriptors close with the last use; one still held by the reactor closes soon.
+        while open_descriptors() > descriptors_before {
+            assert!(
+                Instant::now() < deadline,
+                "descriptor leak: {} open after everything was freed, {descriptors_before} before",
+                open_descriptors()
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+fn local_endpoint(handle: *mut sock) -> Option<SocketAddr> {
+    let mut out = [0u8; 64];
+    let n = s::sock_local_endpoint(handle, out.as_mut_ptr() as *mut c_char, out.len());
+    std::str::from_utf8(&out[..n]).ok()?.parse().ok()
+}
+
+fuzz_target!(|data: &[u8]| {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        // The reactor's own descriptors (epoll, waker) belong to no input.
+        s::sock_free(s::sock_create(V4, 1, 6));
+    });
+    let descriptors_before = open_descriptors();
+    let mut program = Program { bytes: data };
+    let mut run = Run::new();
+    for _ in 0..MAX_OPS {
+        if program.bytes.is_empty() {
+            break;
+        }
+        run.execute(&mut program);
+    }
+    run.finish(descriptors_before);
+});
