@@ -76,7 +76,7 @@ pub fn attempt(socket: &Socket, args: &Args, done: &mut usize) -> Attempt {
     let fd = fd.raw();
     match args.operation() {
         AsyncOperation::Send => match send(fd, socket.is_stream(), args, done) {
-            Attempt::Done(f) if f.error == SocketError::Shutdown && !socket.was_connected() => {
+            Attempt::Done(f) if f.error == SocketError::Shutdown && !socket.stream_connected() => {
                 // The kernel says EPIPE; .NET says the socket was never connected.
                 Attempt::Done(Finished::failed(f.bytes, SocketError::NotConnected))
             }

@@ -84,7 +84,8 @@ pub struct Socket {
     stream: bool,
     phase: AtomicU8,
     bound: AtomicBool,
-    was_connected: AtomicBool,
+    /// A stream socket that has connected: it sends and receives through the fast paths.
+    stream_connected: AtomicBool,
     send_shutdown: AtomicBool,
     /// The read and write queues: `queues` and a state byte each, which sits here with the
     /// other one-byte fields rather than in padding of its own.
@@ -157,7 +158,7 @@ impl Socket {
             stream,
             phase: AtomicU8::new(phase),
             bound: AtomicBool::new(phase == CONNECTED),
-            was_connected: AtomicBool::new(phase == CONNECTED),
+            stream_connected: AtomicBool::new(phase == CONNECTED && stream),
             send_shutdown: AtomicBool::new(false),
             queues: Queues::default(),
             queue_states: queue::initial_states(),
@@ -293,14 +294,18 @@ impl Socket {
         self.fd.is_closed()
     }
 
+    /// A stream socket that has connected (a datagram socket never is one: its connect only
+    /// names the peer, and its sends and receives keep to the general path).
     #[inline]
-    pub(crate) fn was_connected(&self) -> bool {
-        self.was_connected.load(Ordering::Acquire)
+    pub(crate) fn stream_connected(&self) -> bool {
+        self.stream_connected.load(Ordering::Acquire)
     }
 
     pub(crate) fn connect_finished(&self, connected: bool) {
+        if connected && self.stream {
+            self.stream_connected.store(true, Ordering::Release);
+        }
         if connected {
-            self.was_connected.store(true, Ordering::Release);
             self.bound.store(true, Ordering::Relaxed);
         }
         self.phase
@@ -615,7 +620,7 @@ impl Socket {
     #[inline]
     pub fn send_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
         let Some((fd, buf, observed)) =
-            self.claim_fast(args, Direction::Write, |s| s.stream && s.was_connected())?
+            self.claim_fast(args, Direction::Write, Socket::stream_connected)?
         else {
             return self.send_queued(args);
         };
@@ -670,7 +675,7 @@ impl Socket {
     #[inline]
     pub fn receive_async(self: &Arc<Self>, args: &Arc<Args>) -> Result<bool, Reject> {
         let Some((fd, buf, observed)) =
-            self.claim_fast(args, Direction::Read, |s| s.stream && !s.never_connected())?
+            self.claim_fast(args, Direction::Read, Socket::stream_connected)?
         else {
             return self.receive_queued(args);
         };
@@ -812,7 +817,7 @@ impl Socket {
     /// and receives on it with NotConnected rather than passing on the kernel's EPIPE.
     #[inline]
     fn never_connected(&self) -> bool {
-        self.stream && !self.was_connected() && self.phase.load(Ordering::Acquire) != CONNECTING
+        self.stream && !self.stream_connected() && self.phase.load(Ordering::Acquire) != CONNECTING
     }
 
     /// Completes an accepted operation on the caller's thread without a system call.
