@@ -6,7 +6,9 @@
 # Set DEMO_WRAP to run every example under a tool, e.g.
 #   DEMO_WRAP="valgrind -q --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99" \
 #     bash examples-c/run-demo.sh
-# or set DEMO_SAN=1 to run them built with AddressSanitizer + UBSan.
+# or set DEMO_SAN=1 to run them built with AddressSanitizer + UBSan. DEMO_SERVER or
+# DEMO_CLIENT replace one side by another program with the same arguments and output, e.g.
+#   DEMO_SERVER="mono build/csharp/Echo.exe server" bash examples-c/run-demo.sh
 # Ends with "echo demo: N passed, M failed" (the clients plus the server) and exits non-zero
 # if anything failed.
 set -uo pipefail
@@ -16,6 +18,8 @@ root=$(dirname "$here")
 san=${DEMO_SAN:+1}
 bin=$root/build/examples${san:+-san}
 read -r -a wrap <<<"${DEMO_WRAP:-}"
+read -r -a server_program <<<"${DEMO_SERVER:-$bin/echo_server}"
+read -r -a client_program <<<"${DEMO_CLIENT:-$bin/echo_client}"
 
 # Each client: MESSAGES SIZE.
 clients=("1000 1024" "100 65536" "10000 16")
@@ -50,8 +54,8 @@ echo "== building the library (cargo build --release)"
 echo "== building the examples"
 timeout 60 make -s -C "$here" ${san:+SAN=1} || give_up "the examples did not build"
 
-echo "== starting echo_server on 127.0.0.1, port 0 (a free one), for ${#clients[@]} connections"
-timeout 60 "${wrap[@]}" "$bin/echo_server" 127.0.0.1:0 "${#clients[@]}" \
+echo "== starting ${server_program[*]##*/} on 127.0.0.1, port 0 (a free one), for ${#clients[@]} connections"
+timeout 60 "${wrap[@]}" "${server_program[@]}" 127.0.0.1:0 "${#clients[@]}" \
   >"$work/server.out" 2>"$work/server.err" &
 server_pid=$!
 
@@ -75,7 +79,7 @@ echo "   echo_server is listening on $endpoint"
 echo "== running ${#clients[@]} echo_clients at once"
 for i in "${!clients[@]}"; do
   read -r messages size <<<"${clients[$i]}"
-  timeout 60 "${wrap[@]}" "$bin/echo_client" "$endpoint" "$messages" "$size" \
+  timeout 60 "${wrap[@]}" "${client_program[@]}" "$endpoint" "$messages" "$size" \
     >"$work/client$i.out" 2>"$work/client$i.err" &
   client_pids+=($!)
 done

@@ -3,8 +3,10 @@
 #   bash scripts/test.sh
 # Gates (rustfmt, clippy, header freshness), the Rust tests, the C tests against the
 # committed header and the built .so (plain, under valgrind memcheck, and with ASan+UBSan),
-# the C examples talking to each other, and the Python binding's pytest suite (which also
-# fetches a file from python3 -m http.server). Ends with one "N passed, N failed" line.
+# the C examples talking to each other, the C# binding (its tests, and its echo example
+# against the C one), the Python binding's pytest suite (which also fetches a file from
+# python3 -m http.server), and the packaging (header as C and C++, soname, make install and
+# pkg-config). Ends with one "N passed, N failed" line.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/tools.sh test || exit 1
@@ -77,6 +79,18 @@ step "C examples: echo demo" bash examples-c/run-demo.sh
 step "C examples: echo demo under valgrind" env DEMO_WRAP="${VALGRIND[*]}" bash examples-c/run-demo.sh
 step "C examples: echo demo with ASan+UBSan" env DEMO_SAN=1 \
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 bash examples-c/run-demo.sh
+# Mono finds libsockasync.so.0 (SockAsync.dll.config) on the loader's path.
+csharp_env=(env LD_LIBRARY_PATH="$PWD/target/release")
+step "C#: build with mcs" bash bindings/csharp/build.sh
+step "C# tests (Mono)" "${csharp_env[@]}" timeout 300 mono build/csharp/SockAsyncTests.exe
+step "C# tests with 2 reactor threads and Pool dispatch" "${csharp_env[@]}" \
+  SOCKASYNC_REACTOR_THREADS=2 SOCKASYNC_DISPATCH=pool timeout 300 mono build/csharp/SockAsyncTests.exe
+step "C# echo server with the C echo clients" "${csharp_env[@]}" \
+  DEMO_SERVER="mono build/csharp/Echo.exe server" bash examples-c/run-demo.sh
+step "C# echo clients with the C echo server" "${csharp_env[@]}" \
+  DEMO_CLIENT="mono build/csharp/Echo.exe client" bash examples-c/run-demo.sh
+step "packaging: version macros, header as C and C++, soname, make install, pkg-config" \
+  bash tests/packaging/run.sh
 
 # The build tree's library, not one installed under a soname. No cache or bytecode is
 # written into the tree. pytest's last line ("N passed, N failed in Ts") is the count.

@@ -10,6 +10,12 @@ command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 command -v make >/dev/null 2>&1 || need_apt+=(make)
 if [ "${1:-}" = "test" ]; then
   command -v valgrind >/dev/null 2>&1 || need_apt+=(valgrind)
+  # The packaging checks: the header as C++, the installed copy through pkg-config.
+  command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
+  command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+  # The C# binding: Debian's Mono (compiler and runtime, about a minute to install).
+  command -v mcs >/dev/null 2>&1 || need_apt+=(mono-mcs)
+  command -v mono >/dev/null 2>&1 || need_apt+=(mono-runtime)
   command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
