@@ -29,12 +29,17 @@ pub type Completion = Box<dyn Fn(&Arc<Socket>, &Arc<Args>) + Send + Sync>;
 /// allocation, unlike a boxed closure (the C boundary passes its callback as the word).
 pub type PlainCompletion = fn(&Arc<Socket>, &Arc<Args>, usize);
 
-/// How an args object calls back: two words either way. A closure is boxed once more so its
-/// variant is one thin pointer, which leaves room for the enum's tag in the function
-/// pointer's niche; only Rust callers use it.
+/// How an args object calls back: two words either way. A closure (Rust callers) or a
+/// completion queue goes into one more box, made once with the args, so that variant is one
+/// thin pointer and the enum's tag fits in the function pointer's niche: a third variant of
+/// its own would need a tag word, and the args one allocator size class more.
 enum Notify {
     Plain(PlainCompletion, usize),
-    Closure(Box<Completion>),
+    Boxed(Box<Boxed>),
+}
+
+enum Boxed {
+    Closure(Completion),
     /// Posted to a completion queue instead of calling anything.
     Queue(Arc<CompletionQueue>),
 }
@@ -187,7 +192,10 @@ impl Drop for Configuring<'_> {
 
 impl Args {
     pub fn new(completion: Completion, user_token: usize) -> Args {
-        Args::with_notify(Notify::Closure(Box::new(completion)), user_token)
+        Args::with_notify(
+            Notify::Boxed(Box::new(Boxed::Closure(completion))),
+            user_token,
+        )
     }
 
     /// Args that call `completion` with `word` (and no allocation besides the args).
@@ -201,7 +209,7 @@ impl Args {
 
     /// Args whose completions are posted to `queue` (`sock_args_new_queued`).
     pub fn with_queue(queue: Arc<CompletionQueue>, user_token: usize) -> Args {
-        Args::with_notify(Notify::Queue(queue), user_token)
+        Args::with_notify(Notify::Boxed(Box::new(Boxed::Queue(queue))), user_token)
     }
 
     fn with_notify(notify: Notify, user_token: usize) -> Args {
@@ -745,15 +753,17 @@ impl Args {
     pub fn notify(self: &Arc<Self>, socket: &Arc<Socket>) {
         match &self.notify {
             Notify::Plain(completion, word) => completion(socket, self, *word),
-            Notify::Closure(completion) => completion(socket, self),
-            Notify::Queue(queue) => queue.post(Arc::clone(self)),
+            Notify::Boxed(boxed) => match &**boxed {
+                Boxed::Closure(completion) => completion(socket, self),
+                Boxed::Queue(queue) => queue.post(Arc::clone(self)),
+            },
         }
     }
 
     /// Whether completions go to a queue (which any thread may post to, so they skip the
     /// worker pool and keep their order).
     pub fn is_queued(&self) -> bool {
-        matches!(self.notify, Notify::Queue(_))
+        matches!(&self.notify, Notify::Boxed(boxed) if matches!(**boxed, Boxed::Queue(_)))
     }
 
     pub fn is_freed(&self) -> bool {
