@@ -480,3 +480,26 @@ fn a_stale_completion_after_the_args_were_reused_is_caught() {
     a.started(AsyncOperation::Disconnect);
     stale.complete(Finished::ok(0));
 }
+
+/// After a short read the next receive may queue without trying (the socket is known to be
+/// empty until an edge comes): data that arrives in between, or right after, must still
+/// complete it, however the race between the peer's write and the re-issue goes.
+#[test]
+fn receives_after_short_reads_never_miss_data() {
+    let (s, mut peer) = connected_to_std();
+    let (a, rx) = args();
+    let mut buf = [0u8; 64];
+    for round in 0..2000u32 {
+        let msg = round.to_le_bytes();
+        peer.write_all(&msg).unwrap();
+        a.set_buffer(buf.as_mut_ptr(), buf.len()).unwrap();
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            let (n, err) = run(|| s.receive_async(&a), &a, &rx);
+            assert_eq!(err, 0, "round {round}");
+            assert!(n > 0, "round {round}: no end of stream here");
+            got.extend_from_slice(&buf[..n]); // short: 4 (or fewer) of 64 bytes
+        }
+        assert_eq!(got, msg, "round {round}");
+    }
+}
