@@ -14,9 +14,15 @@ CREATE, BIND, LISTEN, CONNECT_OWN, CONNECT, ACCEPT, SEND = 0, 1, 2, 3, 4, 5, 6
 RECEIVE, DISCONNECT, SHUTDOWN, SET_OPTION, GET_OPTION, CLOSE, FREE = 8, 10, 11, 12, 13, 14, 15
 NEW_ARGS, FREE_ARGS, SET_BUFFER, SET_RANGE, SET_LIST, SET_ENDPOINT = 16, 17, 18, 19, 20, 21
 SET_TOKEN, TAKE_ACCEPTED, ENDPOINTS, NAMES, AWAIT, ON_CALLBACK, RACE = range(22, 29)
+SEND_TO, RECEIVE_FROM, SEND_PACKETS, SET_PACKETS, SET_FLAGS = 29, 31, 33, 34, 35
+ARGS_ENDPOINT, ADOPT_PAIR, DESCRIPTOR, QUEUE = 36, 37, 38, 39
 
-TCP4, TCP6 = 0, 3
-LOOPBACK4, LOOPBACK6, OWN = 2, 3, 0
+TCP4, TCP6, UNIX_STREAM, UNIX_DGRAM = 0, 3, 8, 11
+LOOPBACK4, LOOPBACK6, OWN, ABSTRACT = 2, 3, 0, 13
+CALLBACK_ARGS, QUEUED_ARGS = 1, 5
+# Send-packets elements: memory (start, offset, count), a file range by path or by
+# descriptor (offset kind 3 and count kind 2 take a u16), a missing file.
+MEMORY, PATH, FD, MISSING = 0, 5, 7, 9
 
 
 def u16(n):
@@ -25,6 +31,15 @@ def u16(n):
 
 def create(slot, kind=TCP4):
     return [CREATE, slot, kind]
+
+
+def udp(slot, v6=False):
+    return [CREATE, slot, 7, int(v6)]
+
+
+def bind_abstract(slot, n):
+    """Binds to unix:@sockasync-fuzz-<pid>-<n>."""
+    return [BIND, slot, ABSTRACT, n, 1]
 
 
 def bind(slot, endpoint=LOOPBACK4):
@@ -116,6 +131,61 @@ SEEDS = {
         SET_LIST, 3, 4, *u16(0), 4, *u16(10), *u16(64), 0, *u16(128), 3, *u16(256), 4,
         *u16(4), 1,
         RECEIVE, 2, 3, SET_BUFFER, 3, 0, 0, 5, 0, 1, 1, SET_LIST, 3, 0, 1,
+    ],
+    # UDP: a send-to the other socket, a receive-from into a smaller buffer (Truncated), a
+    # reply to the sender it reported, received with Peek.
+    "udp-v4": [
+        *udp(0), *bind(0), *udp(1), *bind(1),
+        NEW_ARGS, 0, CALLBACK_ARGS, *buffer(0, 1000), SEND_TO, 0, 0, 0, 1,
+        NEW_ARGS, 1, CALLBACK_ARGS, *buffer(1, 500), RECEIVE_FROM, 0, 1, AWAIT, 1,
+        ARGS_ENDPOINT, 1, 100, 1, SEND_TO, 1, 0, 1,
+        NEW_ARGS, 2, CALLBACK_ARGS, *buffer(2, 2000), SET_FLAGS, 2, 1, RECEIVE_FROM, 1, 2,
+        AWAIT, 2, RECEIVE_FROM, 1, 2, AWAIT, 2, SET_FLAGS, 2, 5,
+    ],
+    # A connected UDP pair over IPv6, with send and receive.
+    "udp-v6-connect": [
+        *udp(0, True), *bind(0, LOOPBACK6), *udp(1, True), *bind(1, LOOPBACK6),
+        NEW_ARGS, 0, CALLBACK_ARGS, *buffer(0, 1200), CONNECT_OWN, 0, 0, 1,
+        SEND, 1, 0, NEW_ARGS, 1, CALLBACK_ARGS, *buffer(1, 4000), RECEIVE, 0, 1, AWAIT, 1,
+        RECEIVE_FROM, 0, 1, SEND_TO, 0, 0, 0, 1, AWAIT, 1,
+    ],
+    # Unix datagrams between abstract names, with queued args.
+    "unix-datagram-queued": [
+        *create(0, UNIX_DGRAM), *bind_abstract(0, 0),
+        *create(1, UNIX_DGRAM), *bind_abstract(1, 1),
+        NEW_ARGS, 0, QUEUED_ARGS, *buffer(0, 300), NEW_ARGS, 1, QUEUED_ARGS, *buffer(1, 4000),
+        RECEIVE_FROM, 0, 1, SEND_TO, 0, 0, 0, 1, QUEUE, 6, 7, 2, AWAIT, 1,
+        ARGS_ENDPOINT, 1, 100, 1, SEND_TO, 1, 0, 1, RECEIVE_FROM, 1, 0, QUEUE, 6, 7, 2,
+    ],
+    # A Unix stream listener on an abstract name, connected and accepted with queued args,
+    # then an echo, and the queue's descriptor.
+    "unix-stream-queued": [
+        *create(0, UNIX_STREAM), *bind_abstract(0, 2), *listen(0), *create(1, UNIX_STREAM),
+        NEW_ARGS, 0, QUEUED_ARGS, NEW_ARGS, 1, QUEUED_ARGS,
+        ACCEPT, 0, 0, CONNECT_OWN, 0, 1, 1, AWAIT, 1, AWAIT, 0, TAKE_ACCEPTED, 0, 2,
+        NEW_ARGS, 2, CALLBACK_ARGS, *buffer(2, 4096), SEND, 1, 2,
+        NEW_ARGS, 3, QUEUED_ARGS, *buffer(3, 8192), RECEIVE, 2, 3, AWAIT, 3,
+        QUEUE, 4, ENDPOINTS, 2, 1, 120, 1, ENDPOINTS, 1, 0, 120, 1, RECEIVE, 1, 3,
+    ],
+    # Adopted socketpair ends (stream, then datagram), owned and not, and their descriptors.
+    "socketpair": [
+        ADOPT_PAIR, 1 | 4, 0, 1, DESCRIPTOR, 0, DESCRIPTOR, 1,
+        NEW_ARGS, 0, CALLBACK_ARGS, *buffer(0, 2000), SEND, 0, 0,
+        NEW_ARGS, 1, CALLBACK_ARGS, *buffer(1, 4000), RECEIVE, 1, 1, AWAIT, 1,
+        ADOPT_PAIR, 8, 2, 3, SEND, 2, 0, NEW_ARGS, 2, QUEUED_ARGS, *buffer(2, 100),
+        RECEIVE_FROM, 3, 2, AWAIT, 2, ADOPT_PAIR, 3, 4, 4, 0, 1, CLOSE, 3, DESCRIPTOR, 3,
+    ],
+    # Send-packets over a TCP pair: memory, the whole file by path, a range by descriptor,
+    # an empty element; then a missing file (refused), and a range past the file's end.
+    "send-packets": pair() + [
+        NEW_ARGS, 2, CALLBACK_ARGS,
+        SET_PACKETS, 2, 4, MEMORY, *u16(0), *u16(10), *u16(1000), PATH, 0, 0,
+        FD, 3, *u16(100), 2, *u16(500), 11, 1,
+        SEND_PACKETS, 1, 2,
+        NEW_ARGS, 3, CALLBACK_ARGS, *buffer(3, 8192), RECEIVE, 2, 3, AWAIT, 3,
+        SET_PACKETS, 2, 2, MISSING, 0, MEMORY, *u16(0), *u16(0), *u16(10), 1,
+        SEND_PACKETS, 1, 2, SET_PACKETS, 2, 2, FD, 1, 2, *u16(10), PATH, 0, 0, 1,
+        SEND_PACKETS, 1, 2, RECEIVE, 2, 3, SEND_PACKETS, 2, 2,
     ],
     # Hostile input: bad endpoint text, ranges past the buffer, NULL everywhere.
     "hostile": [

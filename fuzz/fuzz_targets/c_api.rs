@@ -7,17 +7,27 @@
 //! input everything is closed and freed and the run waits (at most `DRAIN`) for every
 //! pending start's callback, then checks that none came twice and that no descriptor leaked.
 //!
+//! Sockets are TCP and UDP over IPv4 and IPv6, Unix stream and datagram sockets on abstract
+//! names of this process (`unix:@sockasync-fuzz-<pid>-<n>`), and adopted ends of socketpairs
+//! (`sock_from_fd`). Args report to the callback or to the input's completion queue, which
+//! the program reads as it goes and the end drains: one posted completion per pending start
+//! of queued args, as one callback per pending start of the others.
+//!
 //! What the harness never does, because the contract forbids it: use a handle after freeing
 //! it (a freed slot is forgotten), give memory that does not outlive the operations using it
 //! (the buffers are allocated once per process and never written after), or name an address
 //! off loopback. Endpoint text that would parse to anything but a socket of this pool (or
-//! port 0, which refuses) is replaced before it reaches the library, so a connect can only
-//! reach this process's own listeners.
+//! port 0, which refuses, or an abstract name of this process) is replaced before it reaches
+//! the library, and a connect or send-to first checks the endpoint the args hold, so they
+//! can only reach this process's own sockets. No Unix path is ever bound (a bind creates a
+//! file); the only files are the one temporary file send-packets reads and missing paths.
 
 #![no_main]
 
 use std::ffi::{CStr, CString, c_char, c_void};
-use std::net::SocketAddr;
+use std::fs::File;
+use std::os::fd::{AsRawFd, IntoRawFd};
+use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::sync::atomic::{
     AtomicBool, AtomicIsize, AtomicPtr, AtomicU32, AtomicU64, Ordering::SeqCst,
 };
@@ -25,8 +35,11 @@ use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use sockasync::args::{self as a, sock_args, sock_buf};
-use sockasync::error::{SocketError, Status};
+use sockasync::args::{self as a, sock_args, sock_buf, sock_send_packet};
+use sockasync::cq::{self as q, sock_cq};
+use sockasync::engine::endpoint::{self, Endpoint};
+use sockasync::error::{SocketError, SocketFlags, Status};
+use sockasync::runtime as rt;
 use sockasync::socket::{self as s, sock};
 use sockasync::status as st;
 
@@ -46,12 +59,29 @@ const AWAIT: Duration = Duration::from_millis(2);
 
 const V4: i32 = 2;
 const V6: i32 = 23;
+const UNIX: i32 = 1;
 
 const OP_ACCEPT: i32 = 1;
 const OP_CONNECT: i32 = 2;
 const OP_DISCONNECT: i32 = 3;
 const OP_RECEIVE: i32 = 4;
+const OP_RECEIVE_FROM: i32 = 5;
 const OP_SEND: i32 = 7;
+const OP_SEND_PACKETS: i32 = 8;
+const OP_SEND_TO: i32 = 9;
+const OPERATIONS: [i32; 8] = [
+    OP_ACCEPT,
+    OP_CONNECT,
+    OP_DISCONNECT,
+    OP_RECEIVE,
+    OP_RECEIVE_FROM,
+    OP_SEND,
+    OP_SEND_PACKETS,
+    OP_SEND_TO,
+];
+/// What a completion may leave in the flags: nothing, or what a receive-from reports.
+const REPORTED_FLAGS: i32 =
+    SocketFlags::Truncated as i32 | SocketFlags::ControlDataTruncated as i32;
 
 // ---- completion accounting --------------------------------------------------------------
 
@@ -66,6 +96,10 @@ struct Tracker {
     /// many more times), and close the socket it ran for.
     reissues: AtomicU32,
     close_socket: AtomicBool,
+    /// The callback tries `sock_runtime_shutdown`, which must be refused there.
+    shutdown: AtomicBool,
+    /// The args post to the input's completion queue: no callback runs for them.
+    queued: AtomicBool,
     /// Handles the program gave to the next callback to free (see `hand_over`).
     free_args: AtomicPtr<sock_args>,
     free_socket: AtomicPtr<sock>,
@@ -77,6 +111,8 @@ const NEW_TRACKER: Tracker = Tracker {
     outstanding: AtomicIsize::new(0),
     reissues: AtomicU32::new(0),
     close_socket: AtomicBool::new(false),
+    shutdown: AtomicBool::new(false),
+    queued: AtomicBool::new(false),
     free_args: AtomicPtr::new(std::ptr::null_mut()),
     free_socket: AtomicPtr::new(std::ptr::null_mut()),
 };
@@ -84,6 +120,8 @@ static TRACKER: [Tracker; TRACKERS] = [NEW_TRACKER; TRACKERS];
 
 /// Pending starts of this input, and callbacks seen (with a condvar for the final drain).
 static PENDING: AtomicU64 = AtomicU64::new(0);
+/// Pending starts of queued args this input: each posts one completion to the queue.
+static QUEUED: AtomicU64 = AtomicU64::new(0);
 /// Set once a callback of this input may close its socket: the program no longer knows
 /// which of its sockets are open.
 static CALLBACKS_CLOSE: AtomicBool = AtomicBool::new(false);
@@ -117,10 +155,16 @@ unsafe extern "C" fn on_completed(socket: *mut sock, args: *mut sock_args, token
     );
     let operation = a::sock_args_last_operation(args);
     assert!(
-        [OP_ACCEPT, OP_CONNECT, OP_DISCONNECT, OP_RECEIVE, OP_SEND].contains(&operation),
+        OPERATIONS.contains(&operation),
         "callback: last operation {operation}"
     );
-    let again = (operation == OP_SEND || operation == OP_RECEIVE)
+    assert!(
+        !tracker.queued.load(SeqCst),
+        "a callback for args made for a queue"
+    );
+    // Send-to is not started again: the peer it names may have closed since the program
+    // checked it, and its port may be another process's by now.
+    let again = [OP_SEND, OP_RECEIVE, OP_RECEIVE_FROM].contains(&operation)
         && tracker
             .reissues
             .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
@@ -137,10 +181,10 @@ unsafe extern "C" fn on_completed(socket: *mut sock, args: *mut sock_args, token
         "a callback without a pending start (double or stray completion), operation {operation}"
     );
     if again {
-        let pending = if operation == OP_SEND {
-            s::sock_send_async(socket, args)
-        } else {
-            s::sock_receive_async(socket, args)
+        let pending = match operation {
+            OP_SEND => s::sock_send_async(socket, args),
+            OP_RECEIVE => s::sock_receive_async(socket, args),
+            _ => s::sock_receive_from_async(socket, args),
         };
         let status = checked_status("a start from a callback");
         if pending {
@@ -149,6 +193,14 @@ unsafe extern "C" fn on_completed(socket: *mut sock, args: *mut sock_args, token
         } else {
             tracker.outstanding.fetch_sub(1, SeqCst);
         }
+    }
+    if tracker.shutdown.load(SeqCst) {
+        rt::sock_runtime_shutdown();
+        assert_eq!(
+            checked_status("sock_runtime_shutdown in a callback"),
+            Status::InvalidOperation as i32,
+            "sock_runtime_shutdown was not refused in a callback"
+        );
     }
     if tracker.close_socket.load(SeqCst) {
         s::sock_close(socket);
@@ -251,6 +303,68 @@ fn region(slot: usize) -> *mut u8 {
     (base + slot * REGION) as *mut u8
 }
 
+/// The bytes of the file send-packets reads.
+const FILE_LEN: u64 = 3000;
+
+/// The file send-packets elements name (by path and by descriptor), made once per process:
+/// its path, a read-only descriptor, and a write-only one (which the library must refuse).
+struct PacketFile {
+    path: CString,
+    missing: CString,
+    read: File,
+    write_only: File,
+}
+
+fn packet_file() -> &'static PacketFile {
+    static FILE: OnceLock<PacketFile> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let prefix = "/tmp/sockasync-fuzz-";
+        // Files of earlier runs whose process is gone (this one's goes when the next run
+        // starts: libFuzzer exits without running destructors).
+        for entry in std::fs::read_dir("/tmp").into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name
+                .strip_prefix("sockasync-fuzz-")
+                .and_then(|n| n.strip_suffix(".dat"))
+                && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let path = format!("{prefix}{}.dat", std::process::id());
+        std::fs::write(&path, vec![0x66; FILE_LEN as usize]).expect("the send-packets file");
+        PacketFile {
+            read: File::open(&path).expect("open the send-packets file"),
+            write_only: File::options()
+                .append(true)
+                .open(&path)
+                .expect("open the send-packets file for writing"),
+            missing: CString::new(format!("{prefix}{}-missing", std::process::id())).unwrap(),
+            path: CString::new(path).unwrap(),
+        }
+    })
+}
+
+/// The abstract names this process's Unix sockets use: `@sockasync-fuzz-<pid>-<n>`.
+fn abstract_prefix() -> &'static [u8] {
+    static PREFIX: OnceLock<Vec<u8>> = OnceLock::new();
+    PREFIX.get_or_init(|| format!("unix:@sockasync-fuzz-{}-", std::process::id()).into_bytes())
+}
+
+/// A descriptor number that cannot be open: past the process's limit.
+fn never_open_descriptor() -> isize {
+    static LIMIT: OnceLock<isize> = OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|limits| {
+                let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+                line.split_whitespace().nth(4)?.parse::<isize>().ok()
+            })
+            .expect("the open-files limit")
+    })
+}
+
 /// `C_API_TRACE=1` prints each operation start and its outcome (to read a crash's input).
 fn tracing() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
@@ -307,7 +421,9 @@ impl Program<'_> {
 #[derive(Clone, Copy)]
 struct SocketSlot {
     handle: *mut sock,
-    tcp: bool,
+    /// A stream socket (TCP or Unix); else a datagram one (UDP or Unix).
+    stream: bool,
+    unix: bool,
     /// Closed by this program: every later call must be rejected as Disposed.
     closed: bool,
     /// Bound by this program (or connected/accepted): only these may listen, so no socket
@@ -322,8 +438,8 @@ struct ArgsSlot {
     /// What the library said `sock_args_accept_socket` is: a repeated read returns the same
     /// handle, which must not be adopted twice (it may have been freed since).
     handed_out: *mut sock,
-    /// The remote endpoint this program set, to keep a later connect on loopback.
-    endpoint: Option<SocketAddr>,
+    /// The elements the last accepted `sock_args_set_send_packets` set (None when cleared).
+    packets: Option<Packets>,
     /// The length given to the last accepted `sock_args_set_buffer` (None when cleared).
     buffer_length: Option<usize>,
     /// Bytes of the buffer operations use (`sock_args_count`).
@@ -343,6 +459,18 @@ impl ArgsSlot {
     }
 }
 
+/// What a send-packets operation with the elements set must do.
+#[derive(Clone, Copy)]
+struct Packets {
+    /// The bytes of every element, if every file range fits the file (else the operation
+    /// completes with InvalidArgument when it reaches the one that does not).
+    total: Option<u64>,
+    /// The most it may send before it fails.
+    most: u64,
+    /// A missing path, a directory or a write-only descriptor: the start is rejected.
+    refused: bool,
+}
+
 /// Everything an args object reports, to prove a rejected call changed none of it.
 #[derive(Debug, PartialEq, Eq)]
 struct Results {
@@ -352,6 +480,7 @@ struct Results {
     offset: usize,
     count: usize,
     token: *mut c_void,
+    flags: i32,
 }
 
 fn results(e: *mut sock_args) -> Results {
@@ -362,7 +491,15 @@ fn results(e: *mut sock_args) -> Results {
         offset: a::sock_args_offset(e),
         count: a::sock_args_count(e),
         token: a::sock_args_user_token(e),
+        flags: a::sock_args_flags(e),
     }
+}
+
+/// The args' remote endpoint as the library holds it: None when it has none, else its text.
+fn args_endpoint(e: *mut sock_args) -> Option<Vec<u8>> {
+    let mut out = [0u8; 128];
+    let n = a::sock_args_remote_endpoint(e, out.as_mut_ptr() as *mut c_char, out.len());
+    (n > 0).then(|| out[..n].to_vec())
 }
 
 /// The latest call's status, after checking the three status functions agree with the
@@ -420,6 +557,9 @@ struct Run {
     sockets: [Option<SocketSlot>; SOCKETS],
     args: [Option<ArgsSlot>; ARGS],
     trackers_used: usize,
+    /// The input's completion queue, and the completions taken from it so far.
+    cq: *mut sock_cq,
+    queued_taken: u64,
 }
 
 /// How an operation start went, and what it may report.
@@ -430,6 +570,9 @@ enum Start {
     Send,
     Receive,
     Disconnect,
+    SendTo,
+    ReceiveFrom,
+    SendPackets,
 }
 
 impl Start {
@@ -440,6 +583,9 @@ impl Start {
             Start::Send => OP_SEND,
             Start::Receive => OP_RECEIVE,
             Start::Disconnect => OP_DISCONNECT,
+            Start::SendTo => OP_SEND_TO,
+            Start::ReceiveFrom => OP_RECEIVE_FROM,
+            Start::SendPackets => OP_SEND_PACKETS,
         }
     }
 
@@ -467,7 +613,11 @@ impl Start {
         }
         if pending {
             assert_eq!(status, Status::Ok as i32, "pending with status {status}");
-            PENDING.fetch_add(1, SeqCst);
+            if tracker.is_some_and(|t| t.queued.load(SeqCst)) {
+                QUEUED.fetch_add(1, SeqCst);
+            } else {
+                PENDING.fetch_add(1, SeqCst);
+            }
         } else if let Some(tracker) = tracker {
             tracker.outstanding.fetch_sub(1, SeqCst);
         }
@@ -481,16 +631,24 @@ impl Start {
             Start::Send => s::sock_send_async(socket, e),
             Start::Receive => s::sock_receive_async(socket, e),
             Start::Disconnect => s::sock_disconnect_async(socket, e),
+            Start::SendTo => s::sock_send_to_async(socket, e),
+            Start::ReceiveFrom => s::sock_receive_from_async(socket, e),
+            Start::SendPackets => s::sock_send_packets_async(socket, e),
         }
     }
 }
 
 impl Run {
     fn new() -> Run {
+        let cq = q::sock_cq_new();
+        assert_eq!(checked_status("sock_cq_new"), Status::Ok as i32);
+        assert!(!cq.is_null(), "sock_cq_new returned NULL with status OK");
         Run {
             sockets: [None; SOCKETS],
             args: [None; ARGS],
             trackers_used: 0,
+            cq,
+            queued_taken: 0,
         }
     }
 
@@ -504,29 +662,53 @@ impl Run {
         (slot.map_or(std::ptr::null_mut(), |a| a.handle), slot)
     }
 
-    /// The local endpoints of this program's open, bound TCP sockets: the only places a
-    /// connect may go (besides port 0, which refuses).
-    fn own_endpoints(&self) -> Vec<SocketAddr> {
+    /// The local endpoints of this program's open, bound sockets (of one kind, stream or
+    /// datagram, or both): the only places a connect or a send-to may go (besides port 0,
+    /// which refuses, and this process's abstract names).
+    fn own_endpoints(&self, stream: Option<bool>) -> Vec<Endpoint> {
         self.sockets
             .iter()
             .flatten()
-            .filter(|s| s.tcp && !s.closed && s.bound)
+            .filter(|s| stream.is_none_or(|stream| s.stream == stream) && !s.closed && s.bound)
             .filter_map(|s| local_endpoint(s.handle))
             .collect()
     }
 
-    /// Keeps endpoint text on this pool: text that parses to anything else becomes port 0 of
-    /// loopback in the same family (text that does not parse goes through as it is).
+    /// Whether the endpoint is one this program may send to or connect to from a socket of
+    /// that kind: loopback port 0, a socket of this pool, a name of this process, or an
+    /// unnamed Unix socket (which nothing can reach).
+    fn reachable(&self, text: &[u8], stream: bool) -> bool {
+        if text.starts_with(abstract_prefix()) || text == b"unix:" {
+            return true;
+        }
+        let Ok(endpoint) = endpoint::parse(text) else {
+            return false;
+        };
+        let Some(addr) = endpoint.as_ip() else {
+            return false;
+        };
+        addr.ip().is_loopback()
+            && (addr.port() == 0 || self.own_endpoints(Some(stream)).contains(&endpoint))
+    }
+
+    /// Keeps endpoint text on this pool: IP text that parses to anything else becomes port 0
+    /// of loopback in the same family, Unix text an abstract name of this process (text that
+    /// does not parse goes through as it is).
     fn fence(&self, text: Vec<u8>) -> Vec<u8> {
-        let Ok(endpoint) = sockasync::engine::endpoint::parse(&text) else {
+        let Ok(endpoint) = endpoint::parse(&text) else {
             return text;
         };
-        // A Unix endpoint could name a file anywhere (a bind creates it) or another
-        // process's socket: it becomes an IP one, which a Unix socket refuses.
         let Some(addr) = endpoint.as_ip() else {
-            return b"127.0.0.1:0".to_vec();
+            // A Unix path could name a file anywhere (a bind creates it) or another
+            // process's socket.
+            if text.starts_with(abstract_prefix()) {
+                return text;
+            }
+            return [abstract_prefix(), b"0"].concat();
         };
-        if addr.ip().is_loopback() && (addr.port() == 0 || self.own_endpoints().contains(&addr)) {
+        if addr.ip().is_loopback()
+            && (addr.port() == 0 || self.own_endpoints(None).contains(&endpoint))
+        {
             return text;
         }
         if addr.is_ipv4() {
@@ -536,12 +718,13 @@ impl Run {
         }
     }
 
-    /// Endpoint text: own listeners, loopback port 0, and every malformed shape.
+    /// Endpoint text: own sockets, loopback port 0, this process's abstract names, and every
+    /// malformed shape.
     fn endpoint_text(&self, p: &mut Program) -> Vec<u8> {
         let choice = p.u8();
-        let own = self.own_endpoints();
-        let text = match choice % 12 {
-            0 | 1 if !own.is_empty() => own[p.u8() as usize % own.len()].to_string().into_bytes(),
+        let own = self.own_endpoints(None);
+        let text = match choice % 16 {
+            0 | 1 | 12 if !own.is_empty() => own[p.u8() as usize % own.len()].to_text(),
             0 | 2 => b"127.0.0.1:0".to_vec(),
             1 | 3 => b"[::1]:0".to_vec(),
             4 => vec![b'1'; 300 + p.u16() as usize % 10_000],
@@ -560,6 +743,16 @@ impl Run {
             ][p.u8() as usize % 8]
                 .to_vec(),
             9 => b"localhost:0".to_vec(),
+            12 | 13 => [abstract_prefix(), &[b'0' + p.u8() % 4]].concat(),
+            14 => match p.u8() % 6 {
+                0 => b"unix:".to_vec(),
+                1 => b"unix:@".to_vec(),
+                // Longer than sun_path takes.
+                2 => [abstract_prefix(), &[b'x'; 100]].concat(),
+                3 => b"unix:/tmp/sockasync-fuzz-never-bound".to_vec(),
+                4 => b"unix:relative".to_vec(),
+                _ => b"UNIX:@x".to_vec(),
+            },
             _ => {
                 let n = p.u8() as usize % 70;
                 p.take(n).to_vec()
@@ -571,7 +764,7 @@ impl Run {
     }
 
     fn execute(&mut self, p: &mut Program) {
-        let opcode = p.u8() % 29;
+        let opcode = p.u8() % 40;
         if tracing() {
             eprintln!("op {opcode}");
         }
@@ -602,18 +795,29 @@ impl Run {
             25 => self.names(p),
             26 => self.await_args(p),
             27 => self.program_callback(p),
-            _ => self.race(p),
+            28 => self.race(p),
+            29 | 30 => self.start_send_to(p),
+            31 | 32 => self.start(p, Start::ReceiveFrom),
+            33 => self.start(p, Start::SendPackets),
+            34 => self.set_send_packets(p),
+            35 => self.set_flags(p),
+            36 => self.read_remote_endpoint(p),
+            37 => self.adopt_pair(p),
+            38 => self.descriptor(p),
+            _ => self.queue(p),
         }
     }
 
     fn create(&mut self, p: &mut Program) {
         let index = p.u8() as usize % SOCKETS;
-        let (family, ty, protocol) = match p.u8() % 10 {
+        let (family, ty, protocol) = match p.u8() % 13 {
             0..=2 => (V4, 1, 6),
             3..=5 => (V6, 1, 6),
             6 => (V4, 1, 0),
-            7 => (if p.u8().is_multiple_of(2) { V4 } else { V6 }, 2, 17),
-            8 => (1, 1, 0),
+            7 | 10 => (if p.u8().is_multiple_of(2) { V4 } else { V6 }, 2, 17),
+            8 => (UNIX, 1, 0),
+            11 => (UNIX, 2, 0),
+            12 => (UNIX, 2, 17),
             _ => (p.u32() as i32, p.u32() as i32, p.u32() as i32),
         };
         let handle = s::sock_create(family, ty, protocol);
@@ -632,7 +836,8 @@ impl Run {
         }
         self.sockets[index] = Some(SocketSlot {
             handle,
-            tcp: ty == 1,
+            stream: ty == 1,
+            unix: family == UNIX,
             closed: false,
             bound: false,
         });
@@ -694,23 +899,32 @@ impl Run {
 
     /// Points the args at one of the pool's listeners, then connects: the productive path.
     fn connect_to_own(&mut self, p: &mut Program) {
-        let own = self.own_endpoints();
-        let target = own.get(p.u8() as usize % own.len().max(1)).copied();
-        let (e, _) = self.args(p.u8());
-        let socket_index = p.u8();
-        if let Some(target) = target {
-            let text = CString::new(target.to_string()).unwrap();
-            if a::sock_args_set_remote_endpoint(e, text.as_ptr()) {
-                self.remember_endpoint(e, Some(target));
-            }
-            checked_status("sock_args_set_remote_endpoint");
-        }
-        self.start_with(socket_index, e, Start::Connect);
+        self.aim_at_own(p, Start::Connect);
     }
 
-    fn remember_endpoint(&mut self, e: *mut sock_args, endpoint: Option<SocketAddr>) {
-        if let Some(slot) = self.args.iter_mut().flatten().find(|a| a.handle == e) {
-            slot.endpoint = endpoint;
+    /// Points the args at one of the pool's sockets of the kind the start needs (that of the
+    /// socket for a connect, datagram for a send-to), then starts it.
+    fn aim_at_own(&mut self, p: &mut Program, start: Start) {
+        let choice = p.u8() as usize;
+        let (e, _) = self.args(p.u8());
+        let socket_index = p.u8();
+        let stream =
+            matches!(start, Start::Connect) && self.socket(socket_index).1.is_none_or(|s| s.stream);
+        let own = self.own_endpoints(Some(stream));
+        let target = own.get(choice % own.len().max(1)).cloned();
+        if let Some(target) = target {
+            let text = CString::new(target.to_text()).unwrap();
+            a::sock_args_set_remote_endpoint(e, text.as_ptr());
+            checked_status("sock_args_set_remote_endpoint");
+        }
+        self.start_with(socket_index, e, start);
+    }
+
+    fn start_send_to(&mut self, p: &mut Program) {
+        if p.u8().is_multiple_of(2) {
+            self.aim_at_own(p, Start::SendTo);
+        } else {
+            self.start(p, Start::SendTo);
         }
     }
 
@@ -723,14 +937,18 @@ impl Run {
     fn start_with(&mut self, socket_index: u8, e: *mut sock_args, start: Start) {
         let (handle, socket) = self.socket(socket_index);
         let slot = self.args.iter().flatten().find(|a| a.handle == e).copied();
-        if matches!(start, Start::Connect) {
-            if socket.is_some_and(|s| !s.tcp) {
-                return; // a datagram "connect" could name a port of another process
+        if let (Start::Connect | Start::SendTo, Some(s)) = (start, socket)
+            && !s.closed
+        {
+            // An IP socket's first send-to binds it to the wildcard address, where it would
+            // receive from anywhere.
+            if matches!(start, Start::SendTo) && !s.unix && !s.bound {
+                return;
             }
-            // The endpoint stored may name a socket of this pool that has closed since.
-            if let Some(endpoint) = slot.and_then(|a| a.endpoint)
-                && endpoint.port() != 0
-                && !self.own_endpoints().contains(&endpoint)
+            // The endpoint set (or the sender a receive-from wrote) may name a socket of this
+            // pool that has closed since, whose port may be another process's now.
+            if let Some(text) = args_endpoint(e)
+                && !self.reachable(&text, s.stream)
             {
                 return;
             }
@@ -781,6 +999,15 @@ impl Run {
             start.code(),
             "last operation after a start"
         );
+        if matches!(start, Start::SendPackets) {
+            let packets = slot
+                .packets
+                .expect("send-packets without elements was not refused");
+            assert!(
+                !packets.refused,
+                "send-packets of a file it cannot read started"
+            );
+        }
         if pending {
             return;
         }
@@ -789,6 +1016,17 @@ impl Run {
             .unwrap_or_else(|| panic!("completed with socket error {}", after.error));
         let total = match start {
             Start::Accept | Start::Disconnect => 0,
+            Start::SendPackets => {
+                let packets = slot.packets.expect("checked above");
+                if error == SocketError::Success {
+                    assert_eq!(
+                        Some(after.bytes as u64),
+                        packets.total,
+                        "send-packets succeeded with the wrong bytes (None: a range past the file)"
+                    );
+                }
+                packets.most as usize
+            }
             _ => slot.payload(),
         };
         assert!(
@@ -797,11 +1035,28 @@ impl Run {
             start.code(),
             after.bytes
         );
-        if let (Start::Send, SocketError::Success, Some(s)) = (start, error, socket)
-            && s.tcp
-        {
-            assert_eq!(after.bytes, total, "a stream send completed short");
+        let full = match (start, socket) {
+            (Start::Send, Some(s)) => s.stream,
+            (Start::SendTo, _) => true, // a datagram is never cut short
+            _ => false,
+        };
+        if full && error == SocketError::Success {
+            assert_eq!(after.bytes, total, "a send completed short");
         }
+        // A datagram receive reports what it cut short; nothing else reports a flag.
+        let datagram_receive = match (start, socket) {
+            (Start::ReceiveFrom, _) => true,
+            (Start::Receive, Some(s)) => !s.stream,
+            _ => false,
+        };
+        let reported = if datagram_receive { REPORTED_FLAGS } else { 0 };
+        assert_eq!(
+            after.flags & !reported,
+            0,
+            "{} completed with flags {:#x}",
+            start.code(),
+            after.flags
+        );
         if matches!(start, Start::Connect)
             && error == SocketError::Success
             && let Some(slot) = &mut self.sockets[socket_index as usize % SOCKETS]
@@ -904,12 +1159,26 @@ impl Run {
 
     fn new_args(&mut self, p: &mut Program) {
         let index = p.u8() as usize % ARGS;
-        if p.u8().is_multiple_of(8) {
+        let how = p.u8();
+        if how.is_multiple_of(8) {
             let e = a::sock_args_new(None, std::ptr::null_mut());
             assert!(e.is_null(), "sock_args_new without a callback made args");
             assert_eq!(checked_status("sock_args_new"), Status::NullArgument as i32);
             return;
         }
+        if how % 8 == 7 {
+            let e = a::sock_args_new_queued(std::ptr::null_mut(), std::ptr::null_mut());
+            assert!(
+                e.is_null(),
+                "sock_args_new_queued without a queue made args"
+            );
+            assert_eq!(
+                checked_status("sock_args_new_queued"),
+                Status::NullArgument as i32
+            );
+            return;
+        }
+        let queued = how % 8 >= 5;
         if self.trackers_used == TRACKERS {
             return;
         }
@@ -917,11 +1186,17 @@ impl Run {
         self.trackers_used += 1;
         tracker.reissues.store(0, SeqCst);
         tracker.close_socket.store(false, SeqCst);
+        tracker.shutdown.store(false, SeqCst);
+        tracker.queued.store(queued, SeqCst);
         assert!(
             tracker.free_args.load(SeqCst).is_null() && tracker.free_socket.load(SeqCst).is_null()
         );
         let token = std::ptr::from_ref(tracker) as *mut c_void;
-        let e = a::sock_args_new(Some(on_completed), token);
+        let e = if queued {
+            a::sock_args_new_queued(self.cq, token)
+        } else {
+            a::sock_args_new(Some(on_completed), token)
+        };
         assert_eq!(checked_status("sock_args_new"), Status::Ok as i32);
         assert!(!e.is_null(), "sock_args_new returned NULL with status OK");
         tracker.args.store(e, SeqCst);
@@ -933,10 +1208,12 @@ impl Run {
                 operation: 0,
                 offset: 0,
                 count: 0,
-                token
+                token,
+                flags: 0,
             },
             "new args"
         );
+        assert!(args_endpoint(e).is_none(), "new args with an endpoint");
         assert!(
             a::sock_args_accept_socket(e).is_null(),
             "new args with an accepted socket"
@@ -948,7 +1225,7 @@ impl Run {
             handle: e,
             tracker,
             handed_out: std::ptr::null_mut(),
-            endpoint: None,
+            packets: None,
             buffer_length: None,
             count: 0,
             list_total: None,
@@ -1133,9 +1410,7 @@ impl Run {
         let index = p.u8();
         let null = p.u8().is_multiple_of(8);
         let text = self.endpoint_text(p);
-        let parsed = sockasync::engine::endpoint::parse(&text).ok();
-        // After the fence only IP text parses.
-        let parsed = parsed.map(|e| e.as_ip().expect("fenced to IP"));
+        let parsed = endpoint::parse(&text).ok();
         let text = CString::new(text).expect("cut at the first NUL");
         let ptr = if null {
             std::ptr::null()
@@ -1145,10 +1420,17 @@ impl Run {
         let ok = self.setter(index, "sock_args_set_remote_endpoint", |e| {
             a::sock_args_set_remote_endpoint(e, ptr)
         });
+        let (e, slot) = self.args(index);
         if ok {
-            let (e, _) = self.args(index);
-            self.remember_endpoint(e, if null { None } else { parsed });
             assert!(null || parsed.is_some(), "unparsable endpoint text taken");
+        }
+        if ok && slot.is_some_and(|a| a.tracker.outstanding.load(SeqCst) == 0) {
+            // Read back as set (the library's text for it: "[::1]:0" for "[0::1]:0").
+            assert_eq!(
+                args_endpoint(e),
+                parsed.filter(|_| !null).map(|p| p.to_text()),
+                "the remote endpoint read back"
+            );
         }
     }
 
@@ -1194,7 +1476,9 @@ impl Run {
         }
         self.sockets[socket_index] = Some(SocketSlot {
             handle: accepted,
-            tcp: true,
+            stream: true,
+            // Of a Unix listener, perhaps: the flag only matters for datagram sockets.
+            unix: false,
             closed: false,
             bound: true,
         });
@@ -1203,9 +1487,10 @@ impl Run {
     fn endpoints(&mut self, p: &mut Program) {
         let (handle, slot) = self.socket(p.u8());
         let remote = p.u8().is_multiple_of(2);
-        let cap = p.u8() as usize % 64;
+        // 48 bytes hold any IP endpoint, 114 any Unix one.
+        let cap = p.u8() as usize % 128;
         let null_out = p.u8().is_multiple_of(8);
-        let mut out = [0xaa_u8; 64];
+        let mut out = [0xaa_u8; 128];
         let ptr = if null_out {
             std::ptr::null_mut()
         } else {
@@ -1317,10 +1602,11 @@ impl Run {
     fn program_callback(&mut self, p: &mut Program) {
         let (_, slot) = self.args(p.u8());
         let what = p.u8();
-        let Some(slot) = slot else {
-            return;
+        let Some(slot) = slot.filter(|a| !a.tracker.queued.load(SeqCst)) else {
+            return; // no callback runs for queued args
         };
         slot.tracker.reissues.store(u32::from(what % 4), SeqCst);
+        slot.tracker.shutdown.store(what & 32 != 0, SeqCst);
         if what & 4 != 0 {
             CALLBACKS_CLOSE.store(true, SeqCst);
             slot.tracker.close_socket.store(true, SeqCst);
@@ -1345,6 +1631,12 @@ impl Run {
             return;
         };
         let deadline = Instant::now() + AWAIT;
+        if slot.tracker.queued.load(SeqCst) {
+            while slot.tracker.outstanding.load(SeqCst) > 0 && Instant::now() < deadline {
+                self.take_completions(4, 1);
+            }
+            return;
+        }
         let mut seen = CALLBACKS.lock().unwrap();
         while slot.tracker.outstanding.load(SeqCst) > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -1378,6 +1670,457 @@ impl Run {
             Status::from_code(code % 16).is_some()
         );
         assert!(!st::sock_version().is_null());
+    }
+
+    /// Takes up to `cap` completions from the input's queue (waiting up to `timeout_ms` for
+    /// the first) and checks each as the callback checks what it is handed.
+    fn take_completions(&mut self, cap: usize, timeout_ms: i32) {
+        let mut out = [std::ptr::null_mut(); 64];
+        let cap = cap.min(out.len());
+        let taken = q::sock_cq_wait(self.cq, out.as_mut_ptr(), cap, timeout_ms);
+        assert_eq!(checked_status("sock_cq_wait"), Status::Ok as i32);
+        assert!(taken <= cap, "sock_cq_wait took {taken} into {cap} slots");
+        for &e in &out[..taken] {
+            // Args freed while pending are still delivered, readable until the next wait.
+            let tracker = tracker_of(a::sock_args_user_token(e));
+            assert_eq!(
+                tracker.args.load(SeqCst),
+                e,
+                "a queued completion of args other than the token's"
+            );
+            assert!(
+                tracker.queued.load(SeqCst),
+                "args with a callback posted to the queue"
+            );
+            // The args may have started again since (they were idle once completed), so
+            // only what holds at any time is checked.
+            let error = a::sock_args_socket_error(e);
+            assert!(
+                SocketError::from_code(error).is_some(),
+                "queued completion: socket error {error}, not a SocketError"
+            );
+            let operation = a::sock_args_last_operation(e);
+            assert!(
+                OPERATIONS.contains(&operation),
+                "queued completion: last operation {operation}"
+            );
+            let before = tracker.outstanding.fetch_sub(1, SeqCst);
+            assert!(
+                before >= 1,
+                "a queued completion without a pending start (double or stray), operation \
+                 {operation}"
+            );
+            self.queued_taken += 1;
+        }
+    }
+
+    /// The queue calls the program makes: waits with every kind of argument, and its
+    /// descriptor. (A NULL queue, a NULL `out`, cap 0 and timeouts below -1 are refused.)
+    fn queue(&mut self, p: &mut Program) {
+        let how = p.u8();
+        match how % 8 {
+            0 => {
+                let mut out = [std::ptr::null_mut(); 2];
+                let taken = q::sock_cq_wait(std::ptr::null_mut(), out.as_mut_ptr(), 2, 0);
+                assert_eq!(
+                    (taken, checked_status("sock_cq_wait(NULL)")),
+                    (0, Status::NullArgument as i32)
+                );
+            }
+            1 => {
+                let taken = q::sock_cq_wait(self.cq, std::ptr::null_mut(), 2, 0);
+                assert_eq!(
+                    (taken, checked_status("sock_cq_wait(out NULL)")),
+                    (0, Status::NullArgument as i32)
+                );
+            }
+            2 | 3 => {
+                let mut out = [std::ptr::null_mut(); 2];
+                let (cap, timeout) = if how % 8 == 2 {
+                    (0, 0)
+                } else {
+                    (2, -2 - i32::from(p.u8()))
+                };
+                let taken = q::sock_cq_wait(self.cq, out.as_mut_ptr(), cap, timeout);
+                assert_eq!(
+                    (taken, checked_status("sock_cq_wait")),
+                    (0, Status::InvalidArgument as i32),
+                    "sock_cq_wait(cap {cap}, timeout {timeout})"
+                );
+                assert!(out.iter().all(|e| e.is_null()), "a refused wait wrote");
+            }
+            4 => {
+                let fd = q::sock_cq_fd(self.cq);
+                assert_eq!(checked_status("sock_cq_fd"), Status::Ok as i32);
+                assert!(
+                    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                        .is_ok_and(|l| l.to_string_lossy().contains("eventfd")),
+                    "sock_cq_fd {fd} is not an open eventfd"
+                );
+                assert_eq!(q::sock_cq_fd(std::ptr::null()), -1);
+                assert_eq!(
+                    checked_status("sock_cq_fd(NULL)"),
+                    Status::NullArgument as i32
+                );
+            }
+            5 => {
+                // The runtime is running (the first sock_create started it): too late.
+                let threads = u32::from(p.u8() % 4);
+                let dispatch = i32::from(p.u8() % 3);
+                let ok = rt::sock_runtime_configure(threads, dispatch);
+                let status = checked_status("sock_runtime_configure");
+                assert!(!ok, "sock_runtime_configure taken while the runtime runs");
+                assert!(
+                    [
+                        Status::InvalidArgument as i32,
+                        Status::InvalidOperation as i32
+                    ]
+                    .contains(&status),
+                    "sock_runtime_configure while running: status {status}"
+                );
+            }
+            _ => self.take_completions(1 + p.u8() as usize % 8, i32::from(p.u8() % 3)),
+        }
+    }
+
+    fn set_flags(&mut self, p: &mut Program) {
+        let index = p.u8();
+        let flags = match p.u8() % 6 {
+            0 => 0,
+            1 => SocketFlags::Peek as i32,
+            2 => SocketFlags::OutOfBand as i32,
+            3 => (p.u16() as i32) & SocketFlags::ALL,
+            4 => 1 << (p.u8() % 32),
+            _ => p.u32() as i32,
+        };
+        let valid = flags & !SocketFlags::ALL == 0;
+        let ok = self.setter(index, "sock_args_set_flags", |e| {
+            a::sock_args_set_flags(e, flags)
+        });
+        let (e, slot) = self.args(index);
+        let idle = slot.is_some_and(|a| a.tracker.outstanding.load(SeqCst) == 0);
+        // Idle by the count, which a callback lowers before it returns: the library may
+        // still see the args in use (InProgress) until it has.
+        if idle && !ok && valid {
+            let status = st::sock_last_status();
+            assert_eq!(
+                status,
+                Status::InProgress as i32,
+                "sock_args_set_flags({flags:#x}) refused on idle args"
+            );
+        }
+        if ok {
+            assert!(valid, "sock_args_set_flags took {flags:#x}");
+        }
+        if ok && idle {
+            assert_eq!(a::sock_args_flags(e), flags, "flags read back");
+            assert_eq!(checked_status("sock_args_flags"), Status::Ok as i32);
+        }
+        if slot.is_none() {
+            assert_eq!(a::sock_args_flags(e), 0);
+            assert_eq!(
+                checked_status("sock_args_flags(NULL)"),
+                Status::NullArgument as i32
+            );
+        }
+    }
+
+    /// `sock_args_remote_endpoint` with every cap: whole text and its NUL, or nothing.
+    fn read_remote_endpoint(&mut self, p: &mut Program) {
+        let (e, slot) = self.args(p.u8());
+        let cap = p.u8() as usize % 132;
+        let null_out = p.u8().is_multiple_of(8);
+        let mut out = [0xaa_u8; 132];
+        let ptr = if null_out {
+            std::ptr::null_mut()
+        } else {
+            out.as_mut_ptr() as *mut c_char
+        };
+        let written = a::sock_args_remote_endpoint(e, ptr, cap);
+        let status = checked_status("sock_args_remote_endpoint");
+        if slot.is_none() {
+            assert_eq!(
+                (written, status),
+                (0, Status::NullArgument as i32),
+                "sock_args_remote_endpoint(NULL)"
+            );
+        }
+        if written == 0 {
+            assert!(
+                [
+                    Status::Ok as i32,
+                    Status::InvalidArgument as i32,
+                    Status::NullArgument as i32
+                ]
+                .contains(&status),
+                "sock_args_remote_endpoint: 0 with status {status}"
+            );
+            assert!(
+                out.iter().all(|b| *b == 0xaa),
+                "a refused or empty endpoint read wrote text"
+            );
+            return;
+        }
+        assert_eq!(status, Status::Ok as i32);
+        assert!(
+            written < cap,
+            "{written} bytes of text in a {cap}-byte buffer"
+        );
+        assert_eq!(out[written], 0, "endpoint text without its NUL");
+        let text = &out[..written];
+        assert!(
+            text == b"unix:" || endpoint::parse(text).is_ok(),
+            "args endpoint text {:?} does not parse",
+            String::from_utf8_lossy(text)
+        );
+    }
+
+    /// Sets send-packets elements: memory of the args' region, the file by path and by
+    /// descriptor, and what must be refused (when set, or when the operation starts).
+    fn set_send_packets(&mut self, p: &mut Program) {
+        let index = p.u8();
+        let base = region(index as usize % ARGS);
+        let file = packet_file();
+        let entries = match p.u8() % 8 {
+            0 => 0,
+            1 => 7 + p.u8() as usize % 60,
+            n => n as usize,
+        };
+        let mut list = Vec::with_capacity(entries);
+        let mut must_reject = false;
+        let mut refused = false;
+        let mut fits = true;
+        let mut total: u64 = 0;
+        for _ in 0..entries {
+            let mut element = sock_send_packet {
+                kind: 0,
+                buffer: std::ptr::null(),
+                path: std::ptr::null(),
+                fd: -1,
+                offset: 0,
+                count: 0,
+            };
+            let kind = p.u8();
+            match kind % 12 {
+                // Memory inside the region.
+                0..=2 => {
+                    let start = p.u16() as usize % REGION;
+                    let offset = p.u16() as usize % (REGION - start + 1);
+                    let count = p.u16() as usize % (REGION - start - offset + 1);
+                    element.buffer = base.wrapping_add(start) as *const c_void;
+                    element.offset = offset as i64;
+                    element.count = count;
+                    total += count as u64;
+                }
+                3 => {
+                    // Refused when set: NULL with bytes, a negative offset, past SSIZE_MAX.
+                    must_reject = true;
+                    match p.u8() % 3 {
+                        0 => element.count = 1 + p.u8() as usize,
+                        1 => {
+                            element.buffer = base as *const c_void;
+                            element.offset = -1 - i64::from(p.u8());
+                        }
+                        _ => {
+                            element.buffer = base as *const c_void;
+                            element.offset = 1;
+                            element.count = isize::MAX as usize;
+                        }
+                    }
+                }
+                4 => {
+                    // Two that are each in range alone, together past SSIZE_MAX: refused
+                    // (never sent, as they name memory far past the region).
+                    must_reject = true;
+                    element.buffer = base as *const c_void;
+                    element.count = isize::MAX as usize / 2 + 1;
+                    list.push(element);
+                }
+                5..=8 => {
+                    let by_path = kind % 12 <= 6;
+                    element.kind = if by_path { 1 } else { 2 };
+                    element.path = file.path.as_ptr();
+                    element.fd = file.read.as_raw_fd() as isize;
+                    element.offset = match p.u8() % 4 {
+                        0 => 0,
+                        1 => FILE_LEN as i64,
+                        2 => i64::MAX,
+                        _ => i64::from(p.u16()) % 3500,
+                    };
+                    element.count = match p.u8() % 4 {
+                        0 => 0,
+                        1 => usize::MAX,
+                        _ => p.u16() as usize % 3500,
+                    };
+                    let offset = element.offset as u64;
+                    let bytes = if element.count == 0 {
+                        FILE_LEN.checked_sub(offset)
+                    } else {
+                        offset
+                            .checked_add(element.count as u64)
+                            .filter(|end| *end <= FILE_LEN)
+                            .map(|_| element.count as u64)
+                    };
+                    match bytes {
+                        Some(n) => total += n,
+                        None => fits = false,
+                    }
+                }
+                9 => {
+                    // Refused when the operation starts.
+                    refused = true;
+                    match p.u8() % 3 {
+                        0 => {
+                            element.kind = 1;
+                            element.path = file.missing.as_ptr();
+                        }
+                        1 => {
+                            element.kind = 1;
+                            element.path = c"/tmp".as_ptr();
+                        }
+                        _ => {
+                            element.kind = 2;
+                            element.fd = file.write_only.as_raw_fd() as isize;
+                        }
+                    }
+                }
+                10 => {
+                    // Refused when set: an empty or NULL path, a negative or too large
+                    // descriptor, an unknown kind.
+                    must_reject = true;
+                    match p.u8() % 5 {
+                        0 => {
+                            element.kind = 1;
+                            element.path = c"".as_ptr();
+                        }
+                        1 => element.kind = 1,
+                        2 => {
+                            element.kind = 2;
+                            element.fd = -1 - isize::from(p.u8());
+                        }
+                        3 => {
+                            element.kind = 2;
+                            element.fd = i32::MAX as isize + 1;
+                        }
+                        _ => element.kind = 3 + i32::from(p.u8()),
+                    }
+                }
+                _ => {} // an empty memory element (NULL, 0 bytes): skipped
+            }
+            list.push(element);
+        }
+        let null_list = p.u8().is_multiple_of(8);
+        let (ptr, count) = if null_list {
+            (std::ptr::null(), p.u8() as usize)
+        } else {
+            (list.as_ptr(), list.len())
+        };
+        let ok = self.setter(index, "sock_args_set_send_packets", |e| {
+            a::sock_args_set_send_packets(e, ptr, count)
+        });
+        if !null_list && must_reject {
+            assert!(!ok, "sock_args_set_send_packets took an invalid element");
+        }
+        if ok && let Some(slot) = self.args_slot(index) {
+            slot.packets = (!null_list).then_some(Packets {
+                total: fits.then_some(total),
+                most: total,
+                refused,
+            });
+        }
+        drop(list); // copied by the library, paths included
+    }
+
+    /// Adopts the ends of a socketpair (stream or datagram), with and without ownership, and
+    /// tries descriptors that are not sockets or not open.
+    fn adopt_pair(&mut self, p: &mut Program) {
+        let how = p.u8();
+        let slots = [p.u8() as usize % SOCKETS, p.u8() as usize % SOCKETS];
+        if how % 4 == 3 {
+            let file = &packet_file().read;
+            let fd = match p.u8() % 5 {
+                0 => file.as_raw_fd() as isize,
+                1 => -1 - isize::from(p.u8()),
+                2 => never_open_descriptor() + isize::from(p.u8()),
+                3 => i32::MAX as isize + 1,
+                _ => isize::MIN,
+            };
+            let taken = s::sock_from_fd(fd, p.u8().is_multiple_of(2));
+            assert!(taken.is_null(), "sock_from_fd({fd}) made a socket");
+            assert_eq!(
+                checked_status("sock_from_fd"),
+                Status::InvalidArgument as i32,
+                "sock_from_fd({fd})"
+            );
+            assert!(
+                file.metadata().is_ok(),
+                "a refused sock_from_fd closed the file"
+            );
+            return;
+        }
+        let stream = how % 4 != 0;
+        let ends: [std::os::fd::OwnedFd; 2] = if stream {
+            let (x, y) = UnixStream::pair().expect("socketpair");
+            [x.into(), y.into()]
+        } else {
+            let (x, y) = UnixDatagram::pair().expect("socketpair");
+            [x.into(), y.into()]
+        };
+        for (i, end) in ends.into_iter().enumerate() {
+            let own = how & (4 << i) != 0;
+            let fd = end.as_raw_fd();
+            let handle = s::sock_from_fd(fd as isize, own);
+            assert_eq!(checked_status("sock_from_fd"), Status::Ok as i32);
+            assert!(
+                !handle.is_null(),
+                "sock_from_fd returned NULL with status OK"
+            );
+            let library_fd = s::sock_fd(handle);
+            assert_eq!(checked_status("sock_fd"), Status::Ok as i32);
+            if own {
+                assert_eq!(library_fd, fd as isize, "an owned descriptor was not kept");
+                let _ = end.into_raw_fd(); // the library's now
+            } else {
+                assert!(
+                    library_fd >= 0 && library_fd != fd as isize,
+                    "without ownership the library works on a duplicate, not {library_fd}"
+                );
+                drop(end); // the host's own copy: the library's duplicate lives on
+            }
+            if let Some(old) = self.sockets[slots[i]].take() {
+                s::sock_free(old.handle);
+                checked_status("sock_free");
+            }
+            self.sockets[slots[i]] = Some(SocketSlot {
+                handle,
+                stream,
+                unix: true,
+                closed: false,
+                bound: true, // connected
+            });
+        }
+    }
+
+    fn descriptor(&mut self, p: &mut Program) {
+        let (handle, slot) = self.socket(p.u8());
+        let fd = s::sock_fd(handle);
+        let status = checked_status("sock_fd");
+        match slot {
+            None => assert_eq!((fd, status), (-1, Status::NullArgument as i32)),
+            Some(s) if s.closed => assert_eq!((fd, status), (-1, Status::Disposed as i32)),
+            // A callback may close it meanwhile.
+            Some(_) if status == Status::Disposed as i32 && CALLBACKS_CLOSE.load(SeqCst) => {}
+            Some(_) => {
+                assert_eq!(status, Status::Ok as i32, "sock_fd of an open socket");
+                if !CALLBACKS_CLOSE.load(SeqCst) {
+                    assert!(
+                        std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                            .is_ok_and(|l| l.to_string_lossy().starts_with("socket:")),
+                        "sock_fd {fd} is not an open socket"
+                    );
+                }
+            }
+        }
     }
 
     /// Closes and frees everything, then waits for every pending start's one callback.
@@ -1422,18 +2165,46 @@ impl Run {
         PENDING.store(0, SeqCst);
         CALLBACKS_CLOSE.store(false, SeqCst);
         drop(seen);
+        // The queue: one completion per pending start of its args, also of args freed
+        // while pending.
+        while self.queued_taken < QUEUED.load(SeqCst) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "lost completions: {} starts of queued args went pending, {} were posted \
+                 within {DRAIN:?} of closing every socket",
+                QUEUED.load(SeqCst),
+                self.queued_taken
+            );
+            self.take_completions(64, left.as_millis().max(1) as i32);
+        }
         for (i, tracker) in TRACKER[..self.trackers_used].iter().enumerate() {
             assert_eq!(
                 tracker.outstanding.load(SeqCst),
                 0,
-                "args #{i}: callbacks != pending starts"
+                "args #{i}: completions != pending starts"
             );
-            tracker.args.store(std::ptr::null_mut(), SeqCst);
         }
         // A callback's args (and a socket they accepted) are released after it returns, and
         // that can post more to the reactor: the second fence comes after all of it.
         reactor_fence();
         reactor_fence();
+        // Nothing more may come; the wait also lets go of freed args the last one handed
+        // out (which hold the queue, and so its descriptor).
+        let mut out = [std::ptr::null_mut(); 4];
+        let extra = q::sock_cq_wait(self.cq, out.as_mut_ptr(), out.len(), 0);
+        assert_eq!(checked_status("sock_cq_wait"), Status::Ok as i32);
+        assert_eq!(
+            (extra, QUEUED.load(SeqCst)),
+            (0, self.queued_taken),
+            "a completion posted after every pending start's own"
+        );
+        QUEUED.store(0, SeqCst);
+        q::sock_cq_free(self.cq);
+        assert_eq!(checked_status("sock_cq_free"), Status::Ok as i32);
+        for tracker in &TRACKER[..self.trackers_used] {
+            tracker.args.store(std::ptr::null_mut(), SeqCst);
+        }
         // Descriptors close with the last use; one still held by the reactor closes soon.
         while open_descriptors() > descriptors_before {
             assert!(
@@ -1446,17 +2217,19 @@ impl Run {
     }
 }
 
-fn local_endpoint(handle: *mut sock) -> Option<SocketAddr> {
-    let mut out = [0u8; 64];
+fn local_endpoint(handle: *mut sock) -> Option<Endpoint> {
+    let mut out = [0u8; 128];
     let n = s::sock_local_endpoint(handle, out.as_mut_ptr() as *mut c_char, out.len());
-    std::str::from_utf8(&out[..n]).ok()?.parse().ok()
+    endpoint::parse(&out[..n]).ok()
 }
 
 fuzz_target!(|data: &[u8]| {
     static STARTED: OnceLock<()> = OnceLock::new();
     STARTED.get_or_init(|| {
-        // The reactor's own descriptors (epoll, waker) belong to no input.
+        // The reactor's own descriptors (epoll, waker) belong to no input, nor do the
+        // send-packets file's.
         s::sock_free(s::sock_create(V4, 1, 6));
+        packet_file();
     });
     let descriptors_before = open_descriptors();
     let mut program = Program { bytes: data };
