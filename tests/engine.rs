@@ -503,3 +503,32 @@ fn receives_after_short_reads_never_miss_data() {
         assert_eq!(got, msg, "round {round}");
     }
 }
+
+/// A short read can stop at an end of stream that had already arrived, whose edge was the
+/// last one the socket will ever get: the receive after it must still see the end at once.
+#[test]
+fn a_short_read_before_the_end_of_stream_still_ends_the_stream() {
+    for round in 0..300 {
+        let (s, mut peer) = connected_to_std();
+        let (a, rx) = args();
+        peer.write_all(b"last words").unwrap();
+        peer.shutdown(std::net::Shutdown::Write).unwrap();
+        // A zero-byte receive completes once the reactor has seen the socket readable:
+        // usually one edge that brought the data and the FIN together.
+        run(|| s.receive_async(&a), &a, &rx);
+        let mut buf = [0u8; 64];
+        a.set_buffer(buf.as_mut_ptr(), buf.len()).unwrap();
+        assert_eq!(
+            run(|| s.receive_async(&a), &a, &rx),
+            (10, 0),
+            "round {round}"
+        );
+        // The read stopped short at the end of stream; no edge is coming any more.
+        assert_eq!(
+            run(|| s.receive_async(&a), &a, &rx),
+            (0, 0),
+            "round {round}: the end"
+        );
+        s.close();
+    }
+}

@@ -89,7 +89,14 @@ pub enum Direction {
 /// without trying first: edge-triggered epoll reports any data that arrives after that short
 /// read, and `settle_owned` sees the edge if it came in between. It saves the EAGAIN call
 /// that a server's re-armed receive would otherwise make in every round trip.
+///
+/// A short read does not mean "nothing more" once the peer has closed: the read stops at
+/// the end of stream (or before an error) that was already there, and no further edge will
+/// come. So the reactor sets `READ_CLOSED` for good on the first edge that says so
+/// (EPOLLRDHUP, EPOLLHUP or EPOLLERR), and no queue with it is ever marked drained.
 pub(crate) const DRAINED: u32 = 1 << 31;
+pub(crate) const READ_CLOSED: u32 = 1 << 30;
+const EDGE_COUNT: u32 = READ_CLOSED - 1;
 
 /// What a socket's two queues share: one lock over both directions' waiting lists, and the
 /// edge counters. One lock rather than one per direction saves the socket two words of
@@ -304,6 +311,9 @@ impl OpQueue<'_> {
     /// A stream receive made after `observed` edges came back short: marks the queue
     /// drained, unless an edge came meanwhile (see `DRAINED`). Called by the queue's owner.
     pub(crate) fn mark_drained(&self, observed: u32) {
+        if observed & READ_CLOSED != 0 {
+            return;
+        }
         let _ = self.seq.compare_exchange(
             observed,
             observed | DRAINED,
@@ -312,15 +322,17 @@ impl OpQueue<'_> {
         );
     }
 
-    /// A readiness edge for this direction (reactor thread).
-    pub fn on_ready(&self, socket: &Socket) {
+    /// A readiness edge for this direction (reactor thread); `closed`: it says the peer has
+    /// closed its side or the socket failed (see `READ_CLOSED`).
+    pub fn on_ready(&self, socket: &Socket, closed: bool) {
         let ops = self.lock();
         // Counted (and the drained mark cleared) with one atomic step: a receive's owner may
         // set the mark at the same time without the lock.
+        let closed = if closed { READ_CLOSED } else { 0 };
         let _ = self
             .seq
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |seq| {
-                Some(seq.wrapping_add(1) & !DRAINED)
+            .fetch_update(Ordering::Release, Ordering::Relaxed, |seq| {
+                Some((seq & READ_CLOSED) | closed | (seq.wrapping_add(1) & EDGE_COUNT))
             });
         if self.state.load(Ordering::Relaxed) != WAITING {
             return;

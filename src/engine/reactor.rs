@@ -242,10 +242,11 @@ fn run(reactor: &Reactor, mut poll: Poll, mut events: Events, rx: Receiver<Messa
             let writable = event.is_writable() || event.is_write_closed() || failed;
             survive(|| {
                 if readable {
-                    socket.queue(Direction::Read).on_ready(socket);
+                    let closed = event.is_read_closed() || failed;
+                    socket.queue(Direction::Read).on_ready(socket, closed);
                 }
                 if writable {
-                    socket.queue(Direction::Write).on_ready(socket);
+                    socket.queue(Direction::Write).on_ready(socket, false);
                 }
             });
         }
