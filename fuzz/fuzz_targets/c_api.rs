@@ -138,30 +138,44 @@ fn tracker_of(token: *mut c_void) -> &'static Tracker {
         .unwrap_or_else(|| panic!("callback with a user token no args was given: {token:p}"))
 }
 
+/// What every completion (a callback, or one taken from the queue) is handed: the args its
+/// token's tracker names, made for this way of completing, with a SocketError and a known
+/// last operation. Returns the tracker, the socket error and the operation.
+fn check_completion(
+    how: &str,
+    e: *mut sock_args,
+    token: *mut c_void,
+    queued: bool,
+) -> (&'static Tracker, i32, i32) {
+    let tracker = tracker_of(token);
+    assert_eq!(
+        tracker.args.load(SeqCst),
+        e,
+        "{how} of args other than the token's"
+    );
+    assert_eq!(
+        tracker.queued.load(SeqCst),
+        queued,
+        "{how} of args made for the other way of completing"
+    );
+    let error = a::sock_args_socket_error(e);
+    assert!(
+        SocketError::from_code(error).is_some(),
+        "{how}: args report socket error {error}, not a SocketError"
+    );
+    let operation = a::sock_args_last_operation(e);
+    assert!(
+        OPERATIONS.contains(&operation),
+        "{how}: last operation {operation}"
+    );
+    (tracker, error, operation)
+}
+
 /// The completion callback of every args object: checks what it is handed and counts.
 /// A panic here aborts the process (it cannot unwind through C), which libFuzzer reports.
 unsafe extern "C" fn on_completed(socket: *mut sock, args: *mut sock_args, token: *mut c_void) {
-    let tracker = tracker_of(token);
     assert!(!socket.is_null(), "callback with a NULL socket");
-    assert_eq!(
-        tracker.args.load(SeqCst),
-        args,
-        "callback with args other than the token's"
-    );
-    let error = a::sock_args_socket_error(args);
-    assert!(
-        SocketError::from_code(error).is_some(),
-        "callback: args report socket error {error}, not a SocketError"
-    );
-    let operation = a::sock_args_last_operation(args);
-    assert!(
-        OPERATIONS.contains(&operation),
-        "callback: last operation {operation}"
-    );
-    assert!(
-        !tracker.queued.load(SeqCst),
-        "a callback for args made for a queue"
-    );
+    let (tracker, error, operation) = check_completion("a callback", args, token, false);
     // Send-to is not started again: the peer it names may have closed since the program
     // checked it, and its port may be another process's by now.
     let again = [OP_SEND, OP_RECEIVE, OP_RECEIVE_FROM].contains(&operation)
@@ -1349,6 +1363,31 @@ impl Run {
         }
     }
 
+    /// Sets an array (`list`, or NULL with a random count, which clears) with `set`; an
+    /// array with an entry that `must_reject` must be refused. Returns whether it was
+    /// accepted, and whether it was NULL.
+    fn set_array<T>(
+        &mut self,
+        p: &mut Program,
+        index: u8,
+        what: &str,
+        list: &[T],
+        must_reject: bool,
+        set: extern "C" fn(*mut sock_args, *const T, usize) -> bool,
+    ) -> (bool, bool) {
+        let null_list = p.u8().is_multiple_of(8);
+        let (ptr, count) = if null_list {
+            (std::ptr::null(), p.u8() as usize)
+        } else {
+            (list.as_ptr(), list.len())
+        };
+        let ok = self.setter(index, what, |e| set(e, ptr, count));
+        if !null_list && must_reject {
+            assert!(!ok, "{what} took an invalid entry");
+        }
+        (ok, null_list)
+    }
+
     fn set_buffer_list(&mut self, p: &mut Program) {
         let index = p.u8();
         let base = region(index as usize % ARGS);
@@ -1388,18 +1427,14 @@ impl Run {
         // A total past SSIZE_MAX must be refused too (entries are never that large here
         // unless one alone is).
         must_reject |= total > isize::MAX as usize;
-        let null_list = p.u8().is_multiple_of(8);
-        let (ptr, count) = if null_list {
-            (std::ptr::null(), p.u8() as usize)
-        } else {
-            (list.as_ptr(), list.len())
-        };
-        let ok = self.setter(index, "sock_args_set_buffer_list", |e| {
-            a::sock_args_set_buffer_list(e, ptr, count)
-        });
-        if !null_list && must_reject {
-            assert!(!ok, "sock_args_set_buffer_list took an invalid list");
-        }
+        let (ok, null_list) = self.set_array(
+            p,
+            index,
+            "sock_args_set_buffer_list",
+            &list,
+            must_reject,
+            a::sock_args_set_buffer_list,
+        );
         if ok && let Some(slot) = self.args_slot(index) {
             slot.list_total = (!null_list).then_some(total);
         }
@@ -1682,28 +1717,10 @@ impl Run {
         assert!(taken <= cap, "sock_cq_wait took {taken} into {cap} slots");
         for &e in &out[..taken] {
             // Args freed while pending are still delivered, readable until the next wait.
-            let tracker = tracker_of(a::sock_args_user_token(e));
-            assert_eq!(
-                tracker.args.load(SeqCst),
-                e,
-                "a queued completion of args other than the token's"
-            );
-            assert!(
-                tracker.queued.load(SeqCst),
-                "args with a callback posted to the queue"
-            );
-            // The args may have started again since (they were idle once completed), so
-            // only what holds at any time is checked.
-            let error = a::sock_args_socket_error(e);
-            assert!(
-                SocketError::from_code(error).is_some(),
-                "queued completion: socket error {error}, not a SocketError"
-            );
-            let operation = a::sock_args_last_operation(e);
-            assert!(
-                OPERATIONS.contains(&operation),
-                "queued completion: last operation {operation}"
-            );
+            // They may have started again since (they were idle once completed), so only
+            // what holds at any time is checked.
+            let token = a::sock_args_user_token(e);
+            let (tracker, _, operation) = check_completion("a queued completion", e, token, true);
             let before = tracker.outstanding.fetch_sub(1, SeqCst);
             assert!(
                 before >= 1,
@@ -2009,18 +2026,14 @@ impl Run {
             }
             list.push(element);
         }
-        let null_list = p.u8().is_multiple_of(8);
-        let (ptr, count) = if null_list {
-            (std::ptr::null(), p.u8() as usize)
-        } else {
-            (list.as_ptr(), list.len())
-        };
-        let ok = self.setter(index, "sock_args_set_send_packets", |e| {
-            a::sock_args_set_send_packets(e, ptr, count)
-        });
-        if !null_list && must_reject {
-            assert!(!ok, "sock_args_set_send_packets took an invalid element");
-        }
+        let (ok, null_list) = self.set_array(
+            p,
+            index,
+            "sock_args_set_send_packets",
+            &list,
+            must_reject,
+            a::sock_args_set_send_packets,
+        );
         if ok && let Some(slot) = self.args_slot(index) {
             slot.packets = (!null_list).then_some(Packets {
                 total: fits.then_some(total),
