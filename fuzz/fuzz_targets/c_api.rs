@@ -120,8 +120,10 @@ static TRACKER: [Tracker; TRACKERS] = [NEW_TRACKER; TRACKERS];
 
 /// Pending starts of this input, and callbacks seen (with a condvar for the final drain).
 static PENDING: AtomicU64 = AtomicU64::new(0);
-/// Pending starts of queued args this input: each posts one completion to the queue.
+/// Pending starts of queued args this input: each posts one completion to the queue. And
+/// the completions taken from it (by the program, or by a racing thread).
 static QUEUED: AtomicU64 = AtomicU64::new(0);
+static TAKEN: AtomicU64 = AtomicU64::new(0);
 /// Set once a callback of this input may close its socket: the program no longer knows
 /// which of its sockets are open.
 static CALLBACKS_CLOSE: AtomicBool = AtomicBool::new(false);
@@ -263,6 +265,30 @@ fn hand_over<T>(slot: &AtomicPtr<T>, handle: *mut T, tracker: &Tracker) -> bool 
     }
     slot.compare_exchange(handle, std::ptr::null_mut(), SeqCst, SeqCst)
         .is_err()
+}
+
+/// Takes up to `cap` completions from the queue (waiting up to `timeout_ms` for the first)
+/// and checks each as the callback checks what it is handed.
+fn take_completions(cq: *mut sock_cq, cap: usize, timeout_ms: i32) {
+    let mut out = [std::ptr::null_mut(); 64];
+    let cap = cap.min(out.len());
+    let taken = q::sock_cq_wait(cq, out.as_mut_ptr(), cap, timeout_ms);
+    assert_eq!(checked_status("sock_cq_wait"), Status::Ok as i32);
+    assert!(taken <= cap, "sock_cq_wait took {taken} into {cap} slots");
+    for &e in &out[..taken] {
+        // Args freed while pending are still delivered, readable until the next wait.
+        // They may have started again since (they were idle once completed), so only
+        // what holds at any time is checked.
+        let token = a::sock_args_user_token(e);
+        let (tracker, _, operation) = check_completion("a queued completion", e, token, true);
+        let before = tracker.outstanding.fetch_sub(1, SeqCst);
+        assert!(
+            before >= 1,
+            "a queued completion without a pending start (double or stray), operation \
+             {operation}"
+        );
+        TAKEN.fetch_add(1, SeqCst);
+    }
 }
 
 /// Fence callbacks seen (see `reactor_fence`).
@@ -571,9 +597,8 @@ struct Run {
     sockets: [Option<SocketSlot>; SOCKETS],
     args: [Option<ArgsSlot>; ARGS],
     trackers_used: usize,
-    /// The input's completion queue, and the completions taken from it so far.
+    /// The input's completion queue.
     cq: *mut sock_cq,
-    queued_taken: u64,
 }
 
 /// How an operation start went, and what it may report.
@@ -662,7 +687,6 @@ impl Run {
             args: [None; ARGS],
             trackers_used: 0,
             cq,
-            queued_taken: 0,
         }
     }
 
@@ -1561,22 +1585,24 @@ impl Run {
         );
     }
 
-    /// Two threads at once on one socket: two starts (send or receive), a start against a
-    /// close, two closes, or a setter against a start on the same args. Only calls the
-    /// contract allows concurrently: no handle is freed while the other thread may use it.
+    /// Two threads at once on one socket: two starts (send, receive or receive-from), a
+    /// start against a close, two closes, or a setter against a start on the same args; and
+    /// perhaps both taking from the queue. Only calls the contract allows concurrently: no
+    /// handle is freed while the other thread may use it.
     fn race(&mut self, p: &mut Program) {
         let socket_index = p.u8();
         let (handle, socket) = self.socket(socket_index);
         let (first, first_slot) = self.args(p.u8());
         let (second, second_slot) = self.args(p.u8());
         let how = p.u8();
-        let kind = |bits: u8| {
-            if bits & 1 == 0 {
-                Start::Send
-            } else {
-                Start::Receive
-            }
+        let kind = |bits: u8| match bits & 3 {
+            1 => Start::Receive,
+            3 => Start::ReceiveFrom,
+            _ => Start::Send,
         };
+        // The racing thread also takes from the queue, at the same time as the program may.
+        let waits = how & 0x40 != 0;
+        let cq_raw = self.cq as usize;
         let (mine, theirs) = (kind(how >> 2), kind(how >> 3));
         let closes = how % 4 == 1 || how % 4 == 2;
         if closes && socket.is_none() {
@@ -1595,6 +1621,9 @@ impl Run {
             let other = scope.spawn(|| {
                 let socket = socket_raw as *mut sock;
                 barrier.wait();
+                if waits {
+                    take_completions(cq_raw as *mut sock_cq, 8, 1);
+                }
                 match how % 4 {
                     0 | 1 => {
                         theirs.counted(socket, second_raw as *mut sock_args, second_tracker);
@@ -1614,6 +1643,9 @@ impl Run {
                 }
             });
             barrier.wait();
+            if waits {
+                take_completions(cq_raw as *mut sock_cq, 8, 0);
+            }
             match how % 4 {
                 0 | 3 => drop(mine.counted(handle, first, first_tracker)),
                 _ => {
@@ -1668,7 +1700,7 @@ impl Run {
         let deadline = Instant::now() + AWAIT;
         if slot.tracker.queued.load(SeqCst) {
             while slot.tracker.outstanding.load(SeqCst) > 0 && Instant::now() < deadline {
-                self.take_completions(4, 1);
+                take_completions(self.cq, 4, 1);
             }
             return;
         }
@@ -1705,30 +1737,6 @@ impl Run {
             Status::from_code(code % 16).is_some()
         );
         assert!(!st::sock_version().is_null());
-    }
-
-    /// Takes up to `cap` completions from the input's queue (waiting up to `timeout_ms` for
-    /// the first) and checks each as the callback checks what it is handed.
-    fn take_completions(&mut self, cap: usize, timeout_ms: i32) {
-        let mut out = [std::ptr::null_mut(); 64];
-        let cap = cap.min(out.len());
-        let taken = q::sock_cq_wait(self.cq, out.as_mut_ptr(), cap, timeout_ms);
-        assert_eq!(checked_status("sock_cq_wait"), Status::Ok as i32);
-        assert!(taken <= cap, "sock_cq_wait took {taken} into {cap} slots");
-        for &e in &out[..taken] {
-            // Args freed while pending are still delivered, readable until the next wait.
-            // They may have started again since (they were idle once completed), so only
-            // what holds at any time is checked.
-            let token = a::sock_args_user_token(e);
-            let (tracker, _, operation) = check_completion("a queued completion", e, token, true);
-            let before = tracker.outstanding.fetch_sub(1, SeqCst);
-            assert!(
-                before >= 1,
-                "a queued completion without a pending start (double or stray), operation \
-                 {operation}"
-            );
-            self.queued_taken += 1;
-        }
     }
 
     /// The queue calls the program makes: waits with every kind of argument, and its
@@ -1796,8 +1804,41 @@ impl Run {
                     "sock_runtime_configure while running: status {status}"
                 );
             }
-            _ => self.take_completions(1 + p.u8() as usize % 8, i32::from(p.u8() % 3)),
+            6 => self.abandoned_queue(p),
+            _ => take_completions(self.cq, 1 + p.u8() as usize % 8, i32::from(p.u8() % 3)),
         }
+    }
+
+    /// A queue of its own for args that start an operation, then the queue and the args
+    /// freed (in either order) while it may be pending: its completion goes nowhere, and
+    /// the queue's memory and descriptor must go when the operation ends (at the latest
+    /// when the input closes the socket).
+    fn abandoned_queue(&mut self, p: &mut Program) {
+        let (handle, slot) = self.socket(p.u8());
+        let how = p.u8();
+        let cq = q::sock_cq_new();
+        assert_eq!(checked_status("sock_cq_new"), Status::Ok as i32);
+        let e = a::sock_args_new_queued(cq, std::ptr::null_mut());
+        assert_eq!(checked_status("sock_args_new_queued"), Status::Ok as i32);
+        let start = match how % 3 {
+            0 => Start::Accept,
+            1 => Start::Receive,
+            _ => Start::ReceiveFrom,
+        };
+        let pending = start.call(handle, e);
+        let status = checked_status("a start with args of an abandoned queue");
+        if slot.is_none() {
+            assert_eq!(status, Status::NullArgument as i32);
+        }
+        assert!(!pending || status == Status::Ok as i32);
+        if how & 4 == 0 {
+            q::sock_cq_free(cq);
+            a::sock_args_free(e);
+        } else {
+            a::sock_args_free(e);
+            q::sock_cq_free(cq);
+        }
+        assert_eq!(checked_status("sock_cq_free"), Status::Ok as i32);
     }
 
     fn set_flags(&mut self, p: &mut Program) {
@@ -2180,16 +2221,16 @@ impl Run {
         drop(seen);
         // The queue: one completion per pending start of its args, also of args freed
         // while pending.
-        while self.queued_taken < QUEUED.load(SeqCst) {
+        while TAKEN.load(SeqCst) < QUEUED.load(SeqCst) {
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
                 !left.is_zero(),
                 "lost completions: {} starts of queued args went pending, {} were posted \
                  within {DRAIN:?} of closing every socket",
                 QUEUED.load(SeqCst),
-                self.queued_taken
+                TAKEN.load(SeqCst)
             );
-            self.take_completions(64, left.as_millis().max(1) as i32);
+            take_completions(self.cq, 64, left.as_millis().max(1) as i32);
         }
         for (i, tracker) in TRACKER[..self.trackers_used].iter().enumerate() {
             assert_eq!(
@@ -2209,10 +2250,11 @@ impl Run {
         assert_eq!(checked_status("sock_cq_wait"), Status::Ok as i32);
         assert_eq!(
             (extra, QUEUED.load(SeqCst)),
-            (0, self.queued_taken),
+            (0, TAKEN.load(SeqCst)),
             "a completion posted after every pending start's own"
         );
         QUEUED.store(0, SeqCst);
+        TAKEN.store(0, SeqCst);
         q::sock_cq_free(self.cq);
         assert_eq!(checked_status("sock_cq_free"), Status::Ok as i32);
         for tracker in &TRACKER[..self.trackers_used] {
