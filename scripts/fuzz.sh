@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Fuzzes the C API with random programs over loopback sockets (fuzz/fuzz_targets/c_api.rs):
+# Fuzzes the C API with random programs over loopback sockets, Unix sockets on abstract names
+# of the fuzzing process, and socketpairs (fuzz/fuzz_targets/c_api.rs; its only file is
+# /tmp/sockasync-fuzz-<pid>.dat, which send-packets reads, removed by the next run):
 #   bash scripts/fuzz.sh [SECONDS]        (default 60; CI runs it from scripts/test.sh)
 # Installs the pinned cargo-fuzz if it is missing, builds the target with AddressSanitizer
 # and debug assertions (the library's "completed twice" check), runs it for SECONDS on the
