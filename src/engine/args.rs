@@ -564,14 +564,6 @@ impl Args {
         }))
     }
 
-    /// Whether a receive on these claimed args, with no flags and one buffer, took fewer than
-    /// `bytes` the buffer holds (the kernel had no more then).
-    pub fn plain_receive_fell_short(&self, bytes: usize) -> bool {
-        self.flags.load(Ordering::Relaxed) == 0
-            && !self.buffer.load(Ordering::Relaxed).is_null()
-            && bytes < self.count.load(Ordering::Relaxed)
-    }
-
     /// The payload of args this caller has claimed (`begin_io_single`).
     pub fn claimed_payload(&self) -> Payload {
         self.payload()

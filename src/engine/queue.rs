@@ -83,21 +83,6 @@ pub enum Direction {
     Write = 1,
 }
 
-/// The top bit of the read direction's edge count: set by the owner of the read queue when a
-/// stream receive came back short (the kernel's receive queue was empty at that moment) and
-/// no edge has come since; every edge clears it. While it is set, a new receive can queue
-/// without trying first: edge-triggered epoll reports any data that arrives after that short
-/// read, and `settle_owned` sees the edge if it came in between. It saves the EAGAIN call
-/// that a server's re-armed receive would otherwise make in every round trip.
-///
-/// A short read does not mean "nothing more" once the peer has closed: the read stops at
-/// the end of stream (or before an error) that was already there, and no further edge will
-/// come. So the reactor sets `READ_CLOSED` for good on the first edge that says so
-/// (EPOLLRDHUP, EPOLLHUP or EPOLLERR), and no queue with it is ever marked drained.
-pub(crate) const DRAINED: u32 = 1 << 31;
-pub(crate) const READ_CLOSED: u32 = 1 << 30;
-const EDGE_COUNT: u32 = READ_CLOSED - 1;
-
 /// What a socket's two queues share: one lock over both directions' waiting lists, and the
 /// edge counters. One lock rather than one per direction saves the socket two words of
 /// lock and padding; it is only ever held for a few instructions, never across a system
@@ -105,11 +90,9 @@ const EDGE_COUNT: u32 = READ_CLOSED - 1;
 #[derive(Default)]
 pub struct Queues {
     waiting: Mutex<[Waiting; 2]>,
-    /// Readiness edges seen per direction, counted under the lock (the read count's top bit
-    /// is the `DRAINED` mark, which a receive's owner may also set without it). Only compared
-    /// for equality across one attempt: a wrap would need 2^31 edges on this socket between an
-    /// attempt and its check (over half an hour of a stalled thread at a million edges a
-    /// second).
+    /// Readiness edges seen per direction; changed only under the lock. Only compared for
+    /// equality across one attempt: a wrap would need 2^32 edges on this socket between an
+    /// attempt and its check (over an hour of a stalled thread at a million edges a second).
     seq: [AtomicU32; 2],
 }
 
@@ -308,32 +291,10 @@ impl OpQueue<'_> {
         }
     }
 
-    /// A stream receive made after `observed` edges came back short: marks the queue
-    /// drained, unless an edge came meanwhile (see `DRAINED`). Called by the queue's owner.
-    pub(crate) fn mark_drained(&self, observed: u32) {
-        if observed & READ_CLOSED != 0 {
-            return;
-        }
-        let _ = self.seq.compare_exchange(
-            observed,
-            observed | DRAINED,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
-    }
-
-    /// A readiness edge for this direction (reactor thread); `closed`: it says the peer has
-    /// closed its side or the socket failed (see `READ_CLOSED`).
-    pub fn on_ready(&self, socket: &Socket, closed: bool) {
+    /// A readiness edge for this direction (reactor thread).
+    pub fn on_ready(&self, socket: &Socket) {
         let ops = self.lock();
-        // Counted (and the drained mark cleared) with one atomic step: a receive's owner may
-        // set the mark at the same time without the lock.
-        let closed = if closed { READ_CLOSED } else { 0 };
-        let _ = self
-            .seq
-            .fetch_update(Ordering::Release, Ordering::Relaxed, |seq| {
-                Some((seq & READ_CLOSED) | closed | (seq.wrapping_add(1) & EDGE_COUNT))
-            });
+        self.seq.fetch_add(1, Ordering::Relaxed);
         if self.state.load(Ordering::Relaxed) != WAITING {
             return;
         }
@@ -359,14 +320,6 @@ impl OpQueue<'_> {
             loop {
                 match op::attempt(socket, &op.args, &mut op.done) {
                     Attempt::Done(finished) => {
-                        if self.direction == Direction::Read
-                            && socket.is_stream()
-                            && finished.error == SocketError::Success
-                            && finished.bytes > 0
-                            && op.args.plain_receive_fell_short(finished.bytes)
-                        {
-                            self.mark_drained(observed);
-                        }
                         let ops = self.lock();
                         let more = match self.state.load(Ordering::Relaxed) {
                             STOPPED => false,

@@ -242,11 +242,10 @@ fn run(reactor: &Reactor, mut poll: Poll, mut events: Events, rx: Receiver<Messa
             let writable = event.is_writable() || event.is_write_closed() || failed;
             survive(|| {
                 if readable {
-                    let closed = event.is_read_closed() || failed;
-                    socket.queue(Direction::Read).on_ready(socket, closed);
+                    socket.queue(Direction::Read).on_ready(socket);
                 }
                 if writable {
-                    socket.queue(Direction::Write).on_ready(socket, false);
+                    socket.queue(Direction::Write).on_ready(socket);
                 }
             });
         }

@@ -680,18 +680,10 @@ impl Socket {
             return self.receive_queued(args);
         };
         args.started(AsyncOperation::Receive);
-        if observed & queue::DRAINED != 0 {
-            // The last read came back short and no edge has come since: nothing to read.
-            drop(fd);
-            return Ok(self.receive_settle(args, libc::EAGAIN, observed));
-        }
         let received = sys::recv(fd.raw(), buf, 0);
         drop(fd);
         match received {
             Ok(n) => {
-                if n > 0 && n < buf.len {
-                    self.read().mark_drained(observed);
-                }
                 self.read().release_after_caller(self);
                 args.finish_plain(n);
                 Ok(false)
