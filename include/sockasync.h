@@ -314,6 +314,15 @@ enum sock_option
    * Seconds; -1 = off; 0 = close resets the connection.
    */
   SOCK_OPTION_LINGER = 6,
+  /**
+   * 1 = batched sends, a stream socket's choice on the io_uring backend: its sends are
+   * never tried on the calling thread but always go pending, and the reactor hands each
+   * turn's sends of all such sockets to the kernel in one system call (a socket's sends
+   * queued together go out as one gathered send). Fewer system calls for many small
+   * sends, one reactor turn of latency more. On the epoll backend setting it is accepted
+   * and does nothing (it reads back 0). Datagram sockets: NotSupported.
+   */
+  SOCK_OPTION_BATCH_SENDS = 7,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -368,6 +377,31 @@ enum sock_dispatch
 typedef enum sock_dispatch sock_dispatch;
 #else
 typedef int32_t sock_dispatch;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * How reactors wait for readiness (`sock_runtime_set_backend`'s `backend`).
+ */
+enum sock_backend
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * epoll, edge-triggered (the default).
+   */
+  SOCK_BACKEND_EPOLL = 0,
+  /**
+   * io_uring multishot polls; where the kernel refuses io_uring, epoll instead.
+   */
+  SOCK_BACKEND_IO_URING = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum sock_backend sock_backend;
+#else
+typedef int32_t sock_backend;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -727,6 +761,25 @@ ptrdiff_t sock_cq_fd(const sock_cq *q);
 bool sock_runtime_configure(uint32_t reactor_threads, int32_t dispatch);
 
 /**
+ * Chooses how the reactors wait for readiness (`sock_backend`), before the runtime's first
+ * use or after `sock_runtime_shutdown`, like `sock_runtime_configure`. Without this call the
+ * backend is epoll, or what SOCKASYNC_BACKEND (`epoll` or `io_uring`) says. Every operation
+ * behaves the same on both; io_uring asked for where the kernel or a seccomp filter refuses
+ * it runs on epoll instead (`sock_runtime_backend` tells which one runs).
+ *
+ * Returns true if taken. False: InvalidArgument (an unknown backend), InvalidOperation (the
+ * runtime is already running).
+ */
+bool sock_runtime_set_backend(int32_t backend);
+
+/**
+ * The backend the runtime runs on (`sock_backend`), starting the runtime if it is not
+ * running yet (so an io_uring that was asked for but refused reads as epoll). -1 if the
+ * runtime cannot start; sock_last_status() then says why (as `sock_create` would).
+ */
+int32_t sock_runtime_backend(void);
+
+/**
  * Stops the runtime: every open socket is closed, every pending operation completes with
  * OperationAborted (995) through its callback, the library's threads are joined, and the call
  * returns only when no callback can run any more. Socket and args handles stay valid (closed
@@ -822,10 +875,11 @@ size_t sock_remote_endpoint(const sock *s, char *out, size_t cap);
  * round it); Linger the seconds a close may wait for unsent data (0 to 65535; 0 = close
  * resets the connection; -1 = off). With a Linger above 0 the kernel's close waits, on
  * the thread that closes (the reactor thread, if it happens in a callback), until unsent
- * data is gone or the time is up; other sockets' callbacks wait with it.
+ * data is gone or the time is up; other sockets' callbacks wait with it. BatchSends takes 0
+ * or 1 (see `sock_option`; NotSupported on a datagram socket).
  *
  * Returns true if set. False: NullArgument, Disposed, InvalidArgument (unknown option or a
- * value out of range), or SocketError.
+ * value out of range), NotSupported, or SocketError.
  */
 bool sock_set_option(sock *s, int32_t option_code, int64_t value);
 

@@ -41,6 +41,13 @@ c_suites() {
   local wrapper=("$@")
   local rc=0
   for t in build/tests/test_*; do
+    if [ "${wrapper[0]:-}" = valgrind ] && [ "$t" = build/tests/test_uring ]; then
+      # Valgrind 3.19 holds its one big lock while a thread waits in io_uring_enter, so
+      # every other thread stops (bugs.kde.org 463859): the io_uring suite runs under
+      # ASan+UBSan instead.
+      echo "-- skipped under valgrind: $t"
+      continue
+    fi
     echo "-- ${wrapper[*]:-} $t"
     timeout 300 "${wrapper[@]}" "$t" || rc=1
   done
@@ -67,11 +74,14 @@ step "rustfmt" cargo fmt --all -- --check
 step "clippy" cargo clippy --all-targets --quiet -- -D warnings
 step "header is fresh" cbindgen -q --config cbindgen.toml --crate sockasync --output include/sockasync.h --verify
 step "rust tests" cargo test --quiet
+step "rust tests on the io_uring backend" env SOCKASYNC_BACKEND=io_uring cargo test --quiet
 step "release build" cargo build --release --quiet
 step "C tests: build" make -s -C tests/c
 step "C tests" c_suites
 step "C tests with 2 reactor threads and Pool dispatch" \
   env SOCKASYNC_REACTOR_THREADS=2 SOCKASYNC_DISPATCH=pool bash -c "$(declare -f c_suites); c_suites"
+step "C tests on the io_uring backend" \
+  env SOCKASYNC_BACKEND=io_uring bash -c "$(declare -f c_suites); c_suites"
 step "C tests under valgrind" c_suites "${VALGRIND[@]}"
 step "C tests: ASan+UBSan build" make -s -C tests/c SAN=1
 step "C tests under ASan+UBSan" c_suites_sanitized

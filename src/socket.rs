@@ -153,10 +153,11 @@ fn option(code: i32) -> Result<SocketOption, Reject> {
 /// round it); Linger the seconds a close may wait for unsent data (0 to 65535; 0 = close
 /// resets the connection; -1 = off). With a Linger above 0 the kernel's close waits, on
 /// the thread that closes (the reactor thread, if it happens in a callback), until unsent
-/// data is gone or the time is up; other sockets' callbacks wait with it.
+/// data is gone or the time is up; other sockets' callbacks wait with it. BatchSends takes 0
+/// or 1 (see `sock_option`; NotSupported on a datagram socket).
 ///
 /// Returns true if set. False: NullArgument, Disposed, InvalidArgument (unknown option or a
-/// value out of range), or SocketError.
+/// value out of range), NotSupported, or SocketError.
 #[unsafe(no_mangle)]
 pub extern "C" fn sock_set_option(s: *mut sock, option_code: i32, value: i64) -> bool {
     ffi::call(false, || {

@@ -88,6 +88,19 @@ impl FdUse<'_> {
     pub fn raw(&self) -> RawFd {
         self.fd.raw
     }
+
+    /// Keeps the descriptor open beyond this guard, until `Fd::release_kept` (for a system
+    /// call that is made later on the same thread, e.g. a ring's next submission).
+    pub fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Fd {
+    /// Ends what `FdUse::keep` kept.
+    pub fn release_kept(&self) {
+        drop(FdUse { fd: self });
+    }
 }
 
 impl Drop for FdUse<'_> {

@@ -12,10 +12,11 @@ pub mod reactor;
 pub mod runtime;
 pub mod socket;
 pub mod sys;
+pub mod uring;
 
 pub use args::{Args, Completion, PlainCompletion};
 pub use endpoint::AddressFamily;
 pub use packets::{FileSource, Packet, SendPacketKind};
-pub use runtime::Dispatch;
+pub use runtime::{Backend, Dispatch};
 pub use socket::{ProtocolType, ShutdownHow, Socket, SocketOption, SocketType};
 pub use sys::RawBuf;

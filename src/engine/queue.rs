@@ -160,6 +160,31 @@ impl OpQueue<'_> {
         args: &Arc<Args>,
         operation: AsyncOperation,
     ) -> Result<bool, Reject> {
+        self.start_with(socket, args, operation, |queue| {
+            queue.run_owned(socket, args)
+        })
+    }
+
+    /// Starts a send of a socket with batched sends (see `uring.rs`): never tried here; it
+    /// queues, and a queue taken idle goes to the reactor, which sends it in its next batch.
+    pub fn start_batched(&self, socket: &Arc<Socket>, args: &Arc<Args>) -> Result<bool, Reject> {
+        self.start_with(socket, args, AsyncOperation::Send, |queue| {
+            queue.lock().push_back(Pending::new(args, socket, 0));
+            socket.reactor().submit_sends(Arc::clone(socket));
+            true
+        })
+    }
+
+    /// `start`, with what to do once the caller owns an idle queue (`owned` says whether the
+    /// operation went pending).
+    #[inline]
+    fn start_with(
+        &self,
+        socket: &Arc<Socket>,
+        args: &Arc<Args>,
+        operation: AsyncOperation,
+        owned: impl FnOnce(&Self) -> bool,
+    ) -> Result<bool, Reject> {
         loop {
             if self
                 .state
@@ -167,7 +192,7 @@ impl OpQueue<'_> {
                 .is_ok()
             {
                 args.started(operation);
-                return Ok(self.run_owned(socket, args));
+                return Ok(owned(self));
             }
             let mut ops = self.lock();
             match self.state.load(Ordering::Relaxed) {
@@ -355,6 +380,51 @@ impl OpQueue<'_> {
                         return;
                     }
                 }
+            }
+        }
+    }
+
+    /// The reactor owns the head of this send queue: moves the sends at the head that can
+    /// go out together as one gathered sendmsg (plain stream sends: no flags; at most
+    /// `max_buffers` buffers, though a first send with more still goes) into `batch`. False if
+    /// there are none: the head is something else for `process`, or the queue stopped.
+    pub fn take_batch(&self, batch: &mut Vec<Pending>, max_buffers: usize) -> bool {
+        let mut ops = self.lock();
+        if self.state.load(Ordering::Relaxed) == STOPPED {
+            return false;
+        }
+        let mut buffers = 0;
+        while let Some(op) = ops.pop_front() {
+            let batchable = op.args.operation() == AsyncOperation::Send
+                && op.args.system_flags() == 0
+                && (batch.is_empty() || buffers < max_buffers);
+            if !batchable {
+                ops.push_front(op);
+                break;
+            }
+            buffers += op.args.claimed_payload().buffers().len().max(1);
+            batch.push(op);
+        }
+        if !batch.is_empty() {
+            self.state.store(BUSY, Ordering::Relaxed);
+        }
+        !batch.is_empty()
+    }
+
+    /// The reactor's batch of this send queue is done (before its callbacks run): true if
+    /// more waits, which the reactor then takes; otherwise the queue is given back, so a send
+    /// issued from a callback starts the next batch.
+    pub fn batch_finished(&self) -> bool {
+        let ops = self.lock();
+        match self.state.load(Ordering::Relaxed) {
+            STOPPED => false,
+            _ if ops.is_empty() => {
+                self.state.store(IDLE, Ordering::Release);
+                false
+            }
+            _ => {
+                self.state.store(BUSY, Ordering::Relaxed);
+                true
             }
         }
     }

@@ -1,5 +1,6 @@
 //! A reactor: one thread, one epoll instance (through mio, edge-triggered), one registration
-//! per socket for both directions. It resumes queued operations on readiness edges and
+//! per socket for both directions; on the io_uring backend also a ring (see `uring.rs`),
+//! which it waits on instead and through which it sends batched sends. It resumes queued operations on readiness edges and
 //! delivers every completion of its sockets: it runs the callback itself (Inline dispatch) or
 //! hands it to the runtime's worker pool (Pool dispatch). Other threads talk to it through a
 //! channel plus a waker: aborted operations to deliver, queues handed over, registrations to
@@ -15,8 +16,10 @@
 //! Abort and Release messages are posted, and shutdown closes it (exclusive) before posting
 //! Stop. Every message of every close is therefore ahead of Stop in the channel.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
@@ -29,14 +32,25 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::args::Args;
 use super::op::Pending;
 use super::queue::Direction;
-use super::runtime::{self, PoolMessage};
+use super::runtime::{self, Backend, PoolMessage};
 use super::socket::Socket;
+use super::uring::Ring;
 
 const WAKER: Token = Token(0);
+
+/// Events taken per epoll_wait.
+const EVENTS: usize = 1024;
+
+thread_local! {
+    /// The reactor whose thread this is (null elsewhere): its own messages need no wake.
+    static CURRENT: Cell<*const Reactor> = const { Cell::new(std::ptr::null()) };
+}
 
 enum Message {
     Abort(Vec<Pending>),
     Process(Arc<Socket>, Direction),
+    /// A socket with batched sends whose send queue the reactor now owns.
+    Submit(Arc<Socket>),
     Release(usize),
     Stop,
 }
@@ -54,6 +68,8 @@ pub struct Reactor {
     tx: Sender<Message>,
     /// Where completions go under Pool dispatch; None runs them on this reactor's thread.
     pool: Option<Sender<PoolMessage>>,
+    /// The io_uring backend: sends can be batched.
+    batches_sends: bool,
     registered: Mutex<Registered>,
     /// True while the reactor runs; see the module comment.
     gate: RwLock<bool>,
@@ -63,9 +79,11 @@ pub struct Reactor {
 pub struct CloseGuard<'a>(#[allow(dead_code)] RwLockReadGuard<'a, bool>);
 
 impl Reactor {
-    /// Starts a reactor thread; `pool` receives completions under Pool dispatch.
+    /// Starts a reactor thread on `backend` (io_uring only if `runtime` found it usable);
+    /// `pool` receives completions under Pool dispatch.
     pub fn start(
         name: String,
+        backend: Backend,
         pool: Option<Sender<PoolMessage>>,
     ) -> io::Result<(Arc<Reactor>, JoinHandle<()>)> {
         let poll = Poll::new()?;
@@ -77,6 +95,7 @@ impl Reactor {
             waker,
             tx,
             pool,
+            batches_sends: backend == Backend::IoUring,
             registered: Mutex::new(Registered {
                 sockets: HashSet::new(),
                 open: true,
@@ -85,11 +104,29 @@ impl Reactor {
         });
         // Allocated here rather than on the new thread, so that once `start` returns the
         // reactor allocates nothing until it has work.
-        let events = Events::with_capacity(1024);
+        let events = Events::with_capacity(EVENTS);
+        let (made_tx, made_rx) = crossbeam_channel::bounded(1);
         let thread = {
             let reactor = Arc::clone(&reactor);
-            runtime::spawn(name, move || run(&reactor, poll, events, rx))?
+            runtime::spawn(name, move || {
+                CURRENT.with(|c| c.set(Arc::as_ptr(&reactor)));
+                // The ring is made here: a single-issuer ring belongs to the thread that
+                // made it.
+                let ring = match backend {
+                    Backend::Epoll => None,
+                    Backend::IoUring => match Ring::new(poll.as_raw_fd()) {
+                        Ok(ring) => Some(ring),
+                        Err(err) => return drop(made_tx.send(Err(err))),
+                    },
+                };
+                let _ = made_tx.send(Ok(()));
+                run(&reactor, poll, events, ring, rx)
+            })?
         };
+        if let Ok(Err(err)) = made_rx.recv() {
+            let _ = thread.join();
+            return Err(err);
+        }
         Ok((reactor, thread))
     }
 
@@ -151,6 +188,20 @@ impl Reactor {
         }
     }
 
+    /// True on the io_uring backend, where a socket's sends can be batched.
+    pub fn batches_sends(&self) -> bool {
+        self.batches_sends
+    }
+
+    /// Hands a send queue (already marked busy) of a socket with batched sends to the
+    /// reactor, for its next batch. Dropped once the reactor has stopped, as `process`.
+    pub fn submit_sends(&self, socket: Arc<Socket>) {
+        let running = self.gate.read().unwrap_or_else(PoisonError::into_inner);
+        if *running {
+            self.send(Message::Submit(socket));
+        }
+    }
+
     /// Delivers a completion whose results are in the args: the callback runs here (Inline)
     /// or on the worker pool; a queue's args are posted from here either way.
     pub fn deliver(&self, socket: &Arc<Socket>, args: Arc<Args>) {
@@ -196,7 +247,10 @@ impl Reactor {
     fn send(&self, message: Message) {
         // The receiver lives until the thread handles Stop, which is posted last.
         let _ = self.tx.send(message);
-        let _ = self.waker.wake();
+        // The reactor's own thread reads its messages before it waits again.
+        if !std::ptr::eq(CURRENT.with(Cell::get), self) {
+            let _ = self.waker.wake();
+        }
     }
 }
 
@@ -218,42 +272,48 @@ pub(crate) fn survive(work: impl FnOnce()) {
     }
 }
 
-fn run(reactor: &Reactor, mut poll: Poll, mut events: Events, rx: Receiver<Message>) {
+fn run(
+    reactor: &Reactor,
+    mut poll: Poll,
+    mut events: Events,
+    mut ring: Option<Ring>,
+    rx: Receiver<Message>,
+) {
     let mut stopping = false;
-    while !stopping {
-        if let Err(err) = poll.poll(&mut events, None) {
-            if err.kind() != io::ErrorKind::Interrupted {
-                // Not expected from epoll_wait with valid arguments; back off rather than spin.
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            continue;
-        }
-        for event in events.iter() {
-            if event.token() == WAKER {
-                continue;
-            }
-            // SAFETY: the token is the address of a Socket whose registration still holds a
-            // strong reference: that reference is dropped only by Message::Release, handled
-            // below after this whole batch, and epoll reports no event for a descriptor after
-            // its deregistration (which precedes the Release message).
-            let socket = unsafe { &*(event.token().0 as *const Socket) };
-            let failed = event.is_error();
-            let readable = event.is_readable() || event.is_read_closed() || failed;
-            let writable = event.is_writable() || event.is_write_closed() || failed;
-            survive(|| {
-                if readable {
-                    socket.queue(Direction::Read).on_ready(socket);
+    // Batches in the kernel at Stop (their sockets were closed, so they are cancelled) must
+    // still complete before the thread ends.
+    while !stopping || ring.as_ref().is_some_and(|r| !r.is_idle()) {
+        let ready = match ring.as_mut() {
+            None => wait(&mut poll, &mut events, None),
+            // The ring waits (and submits the turn's batches in the same call); epoll is
+            // then only read, without waiting.
+            Some(ring) => ring.wait() && wait(&mut poll, &mut events, Some(Duration::ZERO)),
+        };
+        if ready {
+            loop {
+                handle(&events);
+                // Edge-triggered epoll reports the rest only when asked again, and with a
+                // ring it would not wake us for them.
+                if ring.is_none() || events.iter().count() < EVENTS {
+                    break;
                 }
-                if writable {
-                    socket.queue(Direction::Write).on_ready(socket);
+                if !wait(&mut poll, &mut events, Some(Duration::ZERO)) {
+                    break;
                 }
-            });
+            }
         }
         for message in rx.try_iter() {
             survive(|| match message {
                 Message::Abort(ops) => ops.into_iter().for_each(Pending::abort),
                 Message::Process(socket, direction) => socket.queue(direction).process(&socket),
+                Message::Submit(socket) => match ring.as_mut() {
+                    Some(ring) => ring.submit_sends(socket),
+                    None => socket.queue(Direction::Write).process(&socket),
+                },
                 Message::Release(address) => {
+                    if let Some(ring) = ring.as_mut() {
+                        ring.cancel(address);
+                    }
                     reactor.registered().sockets.remove(&address);
                     // SAFETY: the address came from `register`, whose leaked strong reference
                     // is given back here exactly once (the closer sends Release once), after
@@ -263,5 +323,43 @@ fn run(reactor: &Reactor, mut poll: Poll, mut events: Events, rx: Receiver<Messa
                 Message::Stop => stopping = true,
             });
         }
+    }
+}
+
+/// One epoll_wait; false if it failed (and nothing is to be read from `events`).
+fn wait(poll: &mut Poll, events: &mut Events, timeout: Option<Duration>) -> bool {
+    match poll.poll(events, timeout) {
+        Ok(()) => true,
+        Err(err) => {
+            if err.kind() != io::ErrorKind::Interrupted {
+                // Not expected from epoll_wait with valid arguments; back off rather than spin.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            false
+        }
+    }
+}
+
+fn handle(events: &Events) {
+    for event in events.iter() {
+        if event.token() == WAKER {
+            continue;
+        }
+        // SAFETY: the token is the address of a Socket whose registration still holds a
+        // strong reference: that reference is dropped only by Message::Release, handled after
+        // this whole batch, and epoll reports no event for a descriptor after its
+        // deregistration (which precedes the Release message).
+        let socket = unsafe { &*(event.token().0 as *const Socket) };
+        let failed = event.is_error();
+        let readable = event.is_readable() || event.is_read_closed() || failed;
+        let writable = event.is_writable() || event.is_write_closed() || failed;
+        survive(|| {
+            if readable {
+                socket.queue(Direction::Read).on_ready(socket);
+            }
+            if writable {
+                socket.queue(Direction::Write).on_ready(socket);
+            }
+        });
     }
 }

@@ -22,6 +22,7 @@ use super::args::Args;
 use super::op::Pending;
 use super::reactor::{self, Reactor};
 use super::socket::Socket;
+use super::uring;
 use crate::error::{Reject, Status};
 
 /// Where completion callbacks run (`sock_runtime_configure`'s `dispatch`).
@@ -43,6 +44,49 @@ impl Dispatch {
             0 => Some(Dispatch::Inline),
             1 => Some(Dispatch::Pool),
             _ => None,
+        }
+    }
+}
+
+/// How reactors wait for readiness (`sock_runtime_set_backend`'s `backend`).
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// epoll, edge-triggered (the default).
+    Epoll = 0,
+    /// io_uring multishot polls; where the kernel refuses io_uring, epoll instead.
+    IoUring = 1,
+}
+
+impl Backend {
+    pub fn from_code(code: i32) -> Option<Backend> {
+        match code {
+            0 => Some(Backend::Epoll),
+            1 => Some(Backend::IoUring),
+            _ => None,
+        }
+    }
+
+    /// SOCKASYNC_BACKEND (`epoll` or `io_uring`), else epoll.
+    fn from_env() -> Result<Backend, Reject> {
+        let Some(text) = std::env::var_os("SOCKASYNC_BACKEND") else {
+            return Ok(Backend::Epoll);
+        };
+        match text.to_str().map(str::trim) {
+            Some(t) if t.eq_ignore_ascii_case("epoll") => Ok(Backend::Epoll),
+            Some(t) if t.eq_ignore_ascii_case("io_uring") => Ok(Backend::IoUring),
+            _ => Err(Reject::invalid(format!(
+                "SOCKASYNC_BACKEND={} is neither epoll nor io_uring",
+                text.to_string_lossy()
+            ))),
+        }
+    }
+
+    /// The backend to run: io_uring only where this kernel and process allow it.
+    fn usable(self) -> Backend {
+        match self {
+            Backend::IoUring if uring::available().is_err() => Backend::Epoll,
+            backend => backend,
         }
     }
 }
@@ -117,6 +161,7 @@ pub enum PoolMessage {
 
 pub struct Runtime {
     config: Config,
+    backend: Backend,
     reactors: Vec<Arc<Reactor>>,
     next: AtomicUsize,
     pool: Option<Sender<PoolMessage>>,
@@ -128,12 +173,15 @@ pub struct Runtime {
 struct State {
     /// What `sock_runtime_configure` asked for, used at the next start.
     configured: Option<Config>,
+    /// What `sock_runtime_set_backend` asked for, used at the next start.
+    configured_backend: Option<Backend>,
     running: Option<Arc<Runtime>>,
     shutting_down: bool,
 }
 
 static STATE: Mutex<State> = Mutex::new(State {
     configured: None,
+    configured_backend: None,
     running: None,
     shutting_down: false,
 });
@@ -175,16 +223,31 @@ pub fn on_runtime_thread() -> bool {
 /// after a shutdown).
 pub fn configure(reactor_threads: u32, dispatch: i32) -> Result<(), Reject> {
     let config = Config::new(reactor_threads, dispatch)?;
-    let mut state = state();
+    not_running("sock_runtime_configure")?.configured = Some(config);
+    Ok(())
+}
+
+/// `sock_runtime_set_backend`: like `configure`, only while no runtime is running.
+pub fn set_backend(backend: i32) -> Result<(), Reject> {
+    let backend = Backend::from_code(backend).ok_or_else(|| {
+        Reject::invalid(format!("unknown backend {backend} (Epoll=0, IoUring=1)"))
+    })?;
+    not_running("sock_runtime_set_backend")?.configured_backend = Some(backend);
+    Ok(())
+}
+
+fn not_running(what: &str) -> Result<MutexGuard<'static, State>, Reject> {
+    let state = state();
     if state.running.is_some() || state.shutting_down {
         return Err(Reject::new(
             Status::InvalidOperation,
-            "the runtime is already running: call sock_runtime_configure before the first \
-             socket is created (or after sock_runtime_shutdown)",
+            format!(
+                "the runtime is already running: call {what} before the first socket is \
+                 created (or after sock_runtime_shutdown)"
+            ),
         ));
     }
-    state.configured = Some(config);
-    Ok(())
+    Ok(state)
 }
 
 /// The running runtime, started on first use.
@@ -203,7 +266,11 @@ pub fn current() -> Result<Arc<Runtime>, Reject> {
         Some(config) => config,
         None => Config::from_env()?,
     };
-    let runtime = Arc::new(Runtime::start(config)?);
+    let backend = match state.configured_backend {
+        Some(backend) => backend,
+        None => Backend::from_env()?,
+    };
+    let runtime = Arc::new(Runtime::start(config, backend.usable())?);
     state.running = Some(Arc::clone(&runtime));
     Ok(runtime)
 }
@@ -238,10 +305,11 @@ pub fn shutdown() -> Result<(), Reject> {
 }
 
 impl Runtime {
-    fn start(config: Config) -> Result<Runtime, Reject> {
+    fn start(config: Config, backend: Backend) -> Result<Runtime, Reject> {
         let failed = |err: std::io::Error| Reject::io(&err, "starting the runtime's threads");
         let mut runtime = Runtime {
             config,
+            backend,
             reactors: Vec::new(),
             next: AtomicUsize::new(0),
             pool: None,
@@ -264,7 +332,7 @@ impl Runtime {
             }
             for _ in 0..config.reactor_threads {
                 let (reactor, thread) =
-                    Reactor::start("sockasync-reactor".into(), runtime.pool.clone())
+                    Reactor::start("sockasync-reactor".into(), backend, runtime.pool.clone())
                         .map_err(failed)?;
                 runtime.reactors.push(reactor);
                 runtime.threads.get_mut().unwrap().push(thread);
@@ -279,6 +347,11 @@ impl Runtime {
                 Err(reject)
             }
         }
+    }
+
+    /// The backend the reactors run on (io_uring asked for may have become epoll).
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// The reactor for the next socket: round-robin.

@@ -100,6 +100,7 @@ namespace SockAsync
         internal const int OptionSendBufferSize = 4;
         internal const int OptionReceiveBufferSize = 5;
         internal const int OptionLinger = 6;
+        internal const int OptionBatchSends = 7;
 
         // The library keeps this function pointer in every args object for as long as the
         // process runs, so the delegate behind it must never be collected: a static field
@@ -150,6 +151,9 @@ namespace SockAsync
         [DllImport(Library)] [return: MarshalAs(UnmanagedType.I1)]
         internal static extern bool sock_runtime_configure(uint reactorThreads, int dispatch);
         [DllImport(Library)] internal static extern void sock_runtime_shutdown();
+        [DllImport(Library)] [return: MarshalAs(UnmanagedType.I1)]
+        internal static extern bool sock_runtime_set_backend(int backend);
+        [DllImport(Library)] internal static extern int sock_runtime_backend();
 
         [DllImport(Library)] internal static extern IntPtr sock_create(int addressFamily, int socketType, int protocol);
         [DllImport(Library)] internal static extern IntPtr sock_from_fd(IntPtr fd, [MarshalAs(UnmanagedType.I1)] bool takeOwnership);

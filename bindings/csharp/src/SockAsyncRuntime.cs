@@ -14,6 +14,16 @@ namespace SockAsync
         Pool = 1,
     }
 
+    // How the reactors wait for readiness (sock_backend).
+    public enum Backend
+    {
+        // epoll (the default).
+        Epoll = 0,
+        // io_uring, which also sends batched sends (Socket.BatchSends); where the kernel
+        // refuses io_uring the runtime runs on epoll instead.
+        IoUring = 1,
+    }
+
     public sealed class CompletedHandlerExceptionEventArgs : EventArgs
     {
         internal CompletedHandlerExceptionEventArgs(Exception exception)
@@ -60,6 +70,26 @@ namespace SockAsync
             if (reactorThreads < 1)
                 throw new ArgumentOutOfRangeException("reactorThreads");
             Native.ThrowIfRejected(Native.sock_runtime_configure((uint)reactorThreads, (int)dispatch), "reactorThreads", null);
+        }
+
+        // Before the first Socket is made (or after Shutdown): epoll or io_uring.
+        public static void SetBackend(Backend backend)
+        {
+            Native.EnsureInitialized();
+            Native.ThrowIfRejected(Native.sock_runtime_set_backend((int)backend), "backend", null);
+        }
+
+        // The backend the runtime runs on (starting it): io_uring asked for but refused
+        // by the kernel reads as Epoll.
+        public static Backend Backend
+        {
+            get
+            {
+                Native.EnsureInitialized();
+                int backend = Native.sock_runtime_backend();
+                Native.ThrowIfRejected(backend >= 0, null, null);
+                return (Backend)backend;
+            }
         }
 
         // Closes every open socket, completes every pending operation with

@@ -128,6 +128,15 @@ namespace SockAsync
             set { SetOption(Native.OptionReceiveBufferSize, value); }
         }
 
+        // On the io_uring backend: sends are never tried on the calling thread; they always
+        // complete through Completed, and the reactor hands each turn's sends of all such
+        // sockets to the kernel in one system call. On epoll it reads false and does nothing.
+        public bool BatchSends
+        {
+            get { return GetOption(Native.OptionBatchSends) != 0; }
+            set { SetOption(Native.OptionBatchSends, value ? 1 : 0); }
+        }
+
         public LingerOption LingerState
         {
             get

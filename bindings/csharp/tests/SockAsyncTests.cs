@@ -42,6 +42,7 @@ internal static class SockAsyncTests
         Run("SendPacketsAsync sends buffers and file ranges in order, as one send", SendPackets);
         Run("FromFileDescriptor adopts a descriptor (here a duplicate of another socket's)", AdoptDescriptor);
         Run("Shutdown aborts pending operations before it returns; the runtime restarts", ExplicitShutdown);
+        Run("on io_uring, BatchSends sends always complete through Completed, whole and in order", BatchedSends);
         Run("returning from Main with sockets open exits within a second", ExitWithSocketsOpen);
         Run("an unobserved Completed handler exception ends the process loudly", UnobservedHandlerExceptionEndsProcess);
         Console.WriteLine("csharp: {0} passed, {1} failed", s_passed, s_failed);
@@ -880,6 +881,47 @@ internal static class SockAsyncTests
         SendAll(pair[0], new byte[] { 13 });
         Check(ReceiveExactly(pair[1], 1)[0] == 13, "the original still works: the library closed only its duplicate");
         Dispose(pair);
+    }
+
+    private static void BatchedSends()
+    {
+        SockAsyncRuntime.Shutdown();
+        SockAsyncRuntime.SetBackend(Backend.IoUring);
+        try
+        {
+            bool uring = SockAsyncRuntime.Backend == Backend.IoUring;
+            Throws<InvalidOperationException>(() => SockAsyncRuntime.SetBackend(Backend.Epoll), "the runtime is running");
+            Socket[] pair = Pair();
+            pair[0].BatchSends = true;
+            Check(pair[0].BatchSends == uring, "BatchSends is in effect only on io_uring");
+            const int Sends = 200;
+            var sends = new SocketAsyncEventArgs[Sends];
+            var completions = new Completion[Sends];
+            var pending = new bool[Sends];
+            for (int i = 0; i < Sends; i++)
+            {
+                sends[i] = new SocketAsyncEventArgs();
+                completions[i] = new Completion(sends[i]);
+                sends[i].SetBuffer(new byte[] { (byte)i, (byte)(i >> 8), 0x5A }, 0, 3);
+                pending[i] = pair[0].SendAsync(sends[i]);
+                Check(pending[i] || !uring, "send " + i + " went pending (batched)");
+            }
+            byte[] received = ReceiveExactly(pair[1], Sends * 3);
+            for (int i = 0; i < Sends; i++)
+            {
+                completions[i].Finish(pending[i]);
+                Check(completions[i].Count == (pending[i] ? 1 : 0), "send " + i + ": " + completions[i].Count + " Completed events");
+                Check(sends[i].BytesTransferred == 3 && sends[i].SocketError == SocketError.Success, "send " + i + " whole");
+                Check(received[i * 3] == (byte)i && received[i * 3 + 1] == (byte)(i >> 8), "send " + i + " in order");
+                sends[i].Dispose();
+            }
+            Dispose(pair);
+        }
+        finally
+        {
+            SockAsyncRuntime.Shutdown();
+            SockAsyncRuntime.SetBackend(Environment.GetEnvironmentVariable("SOCKASYNC_BACKEND") == "io_uring" ? Backend.IoUring : Backend.Epoll);
+        }
     }
 
     private static void ExplicitShutdown()

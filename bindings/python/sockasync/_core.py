@@ -27,6 +27,7 @@ from ._native import ARGS_P, COMPLETED_FN, SockBuf, lib
 from .enums import (
     AddressFamily,
     AsyncOperation,
+    Backend,
     Dispatch,
     ProtocolType,
     ShutdownHow,
@@ -617,6 +618,18 @@ def _shutdown_at_exit():
 def configure(reactor_threads=1, dispatch=Dispatch.INLINE):
     """Reactor threads and callback dispatch, before the runtime starts (or after shutdown)."""
     _check(lib.sock_runtime_configure(reactor_threads, int(dispatch)))
+
+
+def set_backend(backend):
+    """epoll or io_uring, before the runtime starts (or after shutdown)."""
+    _check(lib.sock_runtime_set_backend(int(backend)))
+
+
+def backend():
+    """The backend the runtime runs on (starting it): io_uring asked for but refused is epoll."""
+    value = lib.sock_runtime_backend()
+    _check_status()
+    return Backend(value)
 
 
 def shutdown():

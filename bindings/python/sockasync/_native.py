@@ -86,6 +86,8 @@ SIGNATURES = {
     "sock_cq_fd": (_ptrdiff, [CQ_P]),
     "sock_runtime_configure": (_bool, [ctypes.c_uint32, _i32]),
     "sock_runtime_shutdown": (None, []),
+    "sock_runtime_set_backend": (_bool, [_i32]),
+    "sock_runtime_backend": (_i32, []),
     "sock_create": (SOCK_P, [_i32, _i32, _i32]),
     "sock_from_fd": (SOCK_P, [_ptrdiff, _bool]),
     "sock_fd": (_ptrdiff, [SOCK_P]),

@@ -122,6 +122,7 @@ class Option(enum.IntEnum):
     SEND_BUFFER_SIZE = 4
     RECEIVE_BUFFER_SIZE = 5
     LINGER = 6
+    BATCH_SENDS = 7
 
 
 class ShutdownHow(enum.IntEnum):
@@ -133,6 +134,13 @@ class ShutdownHow(enum.IntEnum):
 class Dispatch(enum.IntEnum):
     INLINE = 0
     POOL = 1
+
+
+class Backend(enum.IntEnum):
+    """`sock_backend`: how the reactors wait (io_uring falls back to epoll where refused)."""
+
+    EPOLL = 0
+    IO_URING = 1
 
 
 class SendPacketKind(enum.IntEnum):

@@ -145,6 +145,7 @@ ENUMS = [
     ("sock_option", enums.Option),
     ("sock_shutdown_how", enums.ShutdownHow),
     ("sock_dispatch", enums.Dispatch),
+    ("sock_backend", enums.Backend),
     ("sock_send_packet_kind", enums.SendPacketKind),
 ]
 

@@ -2,6 +2,7 @@
 next Socket starts it again; configure's rejections; completion queues on plain threads;
 options."""
 
+import os
 import socket
 import threading
 
@@ -67,6 +68,48 @@ def test_configure_is_refused_while_running_and_checks_its_arguments():
         sockasync.configure(0)
     with pytest.raises(sockasync.ArgumentError):
         sockasync.configure(1, 7)
+
+
+def test_the_backend_is_chosen_before_start_and_batched_sends_arrive_in_order():
+    sockasync.shutdown()
+    with pytest.raises(sockasync.ArgumentError):
+        sockasync.set_backend(9)
+    sockasync.set_backend(sockasync.Backend.IO_URING)
+    try:
+        running = sockasync.backend()
+        with pytest.raises(sockasync.InvalidOperationError):
+            sockasync.set_backend(sockasync.Backend.EPOLL)
+        assert running in (sockasync.Backend.IO_URING, sockasync.Backend.EPOLL)
+        listener = socket.create_server(("127.0.0.1", 0))
+        sock, peer = connect_to(listener)
+        with sock:
+            sock.set_option(Option.BATCH_SENDS, 1)
+            # In effect only on io_uring (on epoll it reads back 0 and sends go at once).
+            assert sock.get_option(Option.BATCH_SENDS) == int(running == sockasync.Backend.IO_URING)
+            sent = Completions()
+            all_args = [sockasync.AsyncArgs(sent) for _ in range(50)]
+            pending = 0
+            for i, a in enumerate(all_args):
+                a.set_buffer(bytearray(b"%03d;" % i))
+                pending += bool(sock.send_async(a))
+            if running == sockasync.Backend.IO_URING:
+                assert pending == 50  # batched sends always go pending
+            sent.wait(pending)
+            expected = b"".join(b"%03d;" % i for i in range(50))
+            got = b""
+            peer.settimeout(WAIT)
+            while len(got) < len(expected):
+                got += peer.recv(4096)
+            assert got == expected
+            for a in all_args:
+                a.free()
+        peer.close()
+        listener.close()
+    finally:
+        sockasync.shutdown()
+        # Back to what the environment chose for the rest of the suite.
+        default = os.environ.get("SOCKASYNC_BACKEND", "epoll").upper()
+        sockasync.set_backend(sockasync.Backend[default])
 
 
 def test_a_completion_queue_serves_a_plain_thread(connected):
