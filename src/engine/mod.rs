@@ -9,6 +9,7 @@ pub mod op;
 pub mod packets;
 pub mod queue;
 pub mod reactor;
+mod registry;
 pub mod runtime;
 pub mod socket;
 pub mod sys;

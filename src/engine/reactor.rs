@@ -11,13 +11,12 @@
 //! events it may race with, so an event never names a freed socket.
 //!
 //! Shutdown (see `runtime.rs`) must deliver every completion exactly once before the thread
-//! exits, so the reactor keeps the set of sockets registered with it (to close them all), and
+//! exits, so every registration is recorded in `registry::SOCKETS` (to close them all), and
 //! a gate: a close holds it open (shared) from the moment it claims the descriptor until its
 //! Abort and Release messages are posted, and shutdown closes it (exclusive) before posting
 //! Stop. Every message of every close is therefore ahead of Stop in the channel.
 
 use std::cell::Cell;
-use std::collections::HashSet;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::fd::RawFd;
@@ -32,6 +31,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::args::Args;
 use super::op::Pending;
 use super::queue::Direction;
+use super::registry;
 use super::runtime::{self, Backend, PoolMessage};
 use super::socket::Socket;
 use super::uring::Ring;
@@ -51,14 +51,14 @@ enum Message {
     Process(Arc<Socket>, Direction),
     /// A socket with batched sends whose send queue the reactor now owns.
     Submit(Arc<Socket>),
-    Release(usize),
+    Release(usize, RawFd),
     Stop,
 }
 
-/// The sockets registered here, by address (each holds the registration's strong reference),
-/// and whether new registrations are still taken.
+/// Whether new registrations are still taken. The sockets themselves are in
+/// `registry::SOCKETS`; this lock keeps a registration's check and its entry there together,
+/// so that `close_registrations` sees every registration it did not refuse.
 struct Registered {
-    sockets: HashSet<usize>,
     open: bool,
 }
 
@@ -96,10 +96,7 @@ impl Reactor {
             tx,
             pool,
             batches_sends: backend == Backend::IoUring,
-            registered: Mutex::new(Registered {
-                sockets: HashSet::new(),
-                open: true,
-            }),
+            registered: Mutex::new(Registered { open: true }),
             gate: RwLock::new(true),
         });
         // Allocated here rather than on the new thread, so that once `start` returns the
@@ -120,7 +117,7 @@ impl Reactor {
                     },
                 };
                 let _ = made_tx.send(Ok(()));
-                run(&reactor, poll, events, ring, rx)
+                run(poll, events, ring, rx)
             })?
         };
         if let Ok(Err(err)) = made_rx.recv() {
@@ -140,7 +137,7 @@ impl Reactor {
     /// `deregister`. Refused with ECANCELED once the runtime is shutting down.
     pub fn register(&self, socket: &Arc<Socket>, fd: RawFd) -> io::Result<()> {
         let address = Arc::as_ptr(socket) as usize;
-        let mut registered = self.registered();
+        let registered = self.registered();
         if !registered.open {
             return Err(io::Error::from_raw_os_error(libc::ECANCELED));
         }
@@ -151,7 +148,7 @@ impl Reactor {
         )?;
         // The registration's own reference; `Message::Release` gives it back.
         std::mem::forget(Arc::clone(socket));
-        registered.sockets.insert(address);
+        registry::SOCKETS.insert(fd, address);
         Ok(())
     }
 
@@ -168,7 +165,7 @@ impl Reactor {
         // Closing the descriptor would remove it as well; deregistering first keeps the
         // order explicit. A failure leaves nothing to undo.
         let _ = self.registry.deregister(&mut SourceFd(&fd));
-        self.send(Message::Release(socket as *const Socket as usize));
+        self.send(Message::Release(socket as *const Socket as usize, fd));
     }
 
     /// Delivers OperationAborted to operations taken out of a closed socket's queues.
@@ -222,19 +219,22 @@ impl Reactor {
     pub fn close_registrations(&self) -> Vec<Arc<Socket>> {
         let mut registered = self.registered();
         registered.open = false;
-        registered
-            .sockets
-            .iter()
-            .map(|&address| {
-                // SAFETY: an address in the set is a Socket whose registration reference is
-                // live: it is removed from the set (under this lock) before Release gives
-                // that reference back, so the count is at least one while we add ours.
-                unsafe {
-                    Arc::increment_strong_count(address as *const Socket);
-                    Arc::from_raw(address as *const Socket)
+        let mut sockets = Vec::new();
+        // The table holds every reactor's sockets; this one's are those that name it.
+        registry::SOCKETS.for_each(|address| {
+            let socket = address as *const Socket;
+            // SAFETY: an address in the table is a Socket whose registration reference is
+            // live: Release takes it out of the table (under the lock held while we visit)
+            // before giving that reference back, and an overwrite only takes addresses out
+            // (see registry.rs), so the count is at least one while we read it and add ours.
+            unsafe {
+                if std::ptr::eq((*socket).reactor(), self) {
+                    Arc::increment_strong_count(socket);
+                    sockets.push(Arc::from_raw(socket));
                 }
-            })
-            .collect()
+            }
+        });
+        sockets
     }
 
     /// Waits for closes in progress to post their messages, then tells the thread to stop
@@ -272,13 +272,7 @@ pub(crate) fn survive(work: impl FnOnce()) {
     }
 }
 
-fn run(
-    reactor: &Reactor,
-    mut poll: Poll,
-    mut events: Events,
-    mut ring: Option<Ring>,
-    rx: Receiver<Message>,
-) {
+fn run(mut poll: Poll, mut events: Events, mut ring: Option<Ring>, rx: Receiver<Message>) {
     let mut stopping = false;
     // Batches in the kernel at Stop (their sockets were closed, so they are cancelled) must
     // still complete before the thread ends.
@@ -310,14 +304,15 @@ fn run(
                     Some(ring) => ring.submit_sends(socket),
                     None => socket.queue(Direction::Write).process(&socket),
                 },
-                Message::Release(address) => {
+                Message::Release(address, fd) => {
                     if let Some(ring) = ring.as_mut() {
                         ring.cancel(address);
                     }
-                    reactor.registered().sockets.remove(&address);
+                    registry::SOCKETS.remove(fd, address);
                     // SAFETY: the address came from `register`, whose leaked strong reference
                     // is given back here exactly once (the closer sends Release once), after
-                    // it left the set that `close_registrations` reads.
+                    // it left the table that `close_registrations` reads (taken out just now,
+                    // or already overwritten by a newer socket with the same number).
                     unsafe { Arc::decrement_strong_count(address as *const Socket) }
                 }
                 Message::Stop => stopping = true,
