@@ -47,6 +47,9 @@
  *          connection one args object cycling zero-byte receive (wait for data, no buffer)
  *          -> receive into a malloc'd 16 KiB buffer -> sock_send_async of what arrived ->
  *          free -> ...
+ *          With SOCKASYNC_BACKEND=io_uring and BENCH_BATCH_SENDS=1 in the environment,
+ *          every accepted socket gets SOCK_OPTION_BATCH_SENDS: the echoes of a reactor
+ *          turn go to the kernel together (benches/run.sh's "sa-uring").
  */
 #include "bench_common.h"
 
@@ -584,6 +587,7 @@ typedef struct {
 
 static sock *sa_listener;
 static sock_args *sa_accept_args;
+static bool sa_batch_sends; /* BENCH_BATCH_SENDS=1, read before the first accept */
 
 static void sa_drop(saconn *c)
 {
@@ -676,6 +680,8 @@ static void sa_accepted(void)
     c->e = sock_args_new(sa_on_io, c);
     if (!c->e)
         DIE_SOCK("sock_args_new");
+    if (sa_batch_sends && !sock_set_option(c->s, SOCK_OPTION_BATCH_SENDS, 1))
+        DIE_SOCK("sock_set_option BatchSends");
     c->state = SA_RECV0; /* zero-byte receive: wait for data without a buffer */
     if (!sock_receive_async(c->s, c->e)) {
         if (sock_last_status() != SOCK_STATUS_OK)
@@ -736,6 +742,8 @@ static int start_sa(void)
     if (sock_local_endpoint(sa_listener, ep, sizeof ep) == 0)
         DIE_SOCK("sock_local_endpoint");
     char *colon = strrchr(ep, ':');
+    const char *batch = getenv("BENCH_BATCH_SENDS");
+    sa_batch_sends = batch && strcmp(batch, "1") == 0;
     sa_accept_args = sock_args_new(sa_on_accept, NULL);
     if (!sa_accept_args)
         DIE_SOCK("sock_args_new");

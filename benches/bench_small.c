@@ -2,7 +2,7 @@
  * bench_small: the cost of one small send. N x 64-byte sends over loopback TCP to a reader
  * thread that drains continuously (blocking recv, 64 KiB buffer), no TCP_NODELAY.
  *
- *   bench_small raw|uv|sa N
+ *   bench_small raw|uv|sa|sa-batch N
  *
  * Prints the nanoseconds per send (the send loop's wall time / N) on stdout, and one
  * "stats:" line on stderr: how many times the mechanism's send function was called, how
@@ -16,6 +16,11 @@
  *   sa   sock_send_async with one args object reused for every send; a send that returns
  *        true (pending) is waited for (its callback posts a semaphore) before the next;
  *        one that returns false must have status OK and socket error Success.
+ *   sa-batch  the batched path: the io_uring backend and SOCK_OPTION_BATCH_SENDS, 256 args
+ *        objects in turn (a send always goes pending; an args object is reused once its
+ *        callback has run, which the loop waits for on a semaphore when it catches up).
+ *        The reactor gathers what queued while its last batch was in the kernel into one
+ *        sendmsg; the timed loop ends when the last callback has run.
  *
  * Why it is fair: the same reader, buffer, connection setup (each mechanism connects its
  * own way to the same kind of listener; connecting is not timed), the same 1% untimed
@@ -29,9 +34,10 @@
 #include "bench_common.h"
 
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <uv.h>
 
-#define USAGE "bench_small raw|uv|sa N"
+#define USAGE "bench_small raw|uv|sa|sa-batch N"
 
 enum { MSG = 64 };
 
@@ -182,12 +188,86 @@ static uint64_t run_sa(int port, uint64_t warmup, uint64_t n)
     return elapsed;
 }
 
+/* ---- sockasync batched sends (io_uring) --------------------------------------------------- */
+
+enum { SLOTS = 256 };
+
+static atomic_uint_fast64_t batch_completed, batch_wanted, batch_failed;
+static sem_t batch_progress;
+
+static void on_batched(sock *s, sock_args *e, void *token)
+{
+    (void)s;
+    (void)token;
+    if (sock_args_socket_error(e) != SOCK_SOCKET_ERROR_SUCCESS ||
+        sock_args_bytes_transferred(e) != MSG)
+        atomic_fetch_add(&batch_failed, 1);
+    uint64_t done = atomic_fetch_add(&batch_completed, 1) + 1;
+    uint64_t wanted = atomic_load(&batch_wanted);
+    if (wanted && done >= wanted) {
+        atomic_store(&batch_wanted, 0);
+        sem_post(&batch_progress);
+    }
+}
+
+/* Until at least `count` sends have completed (one socket, Inline: in issue order). */
+static void batch_wait_for(uint64_t count)
+{
+    while (atomic_load(&batch_completed) < count) {
+        atomic_store(&batch_wanted, count);
+        if (atomic_load(&batch_completed) >= count)
+            break;
+        sem_wait_all(&batch_progress);
+    }
+}
+
+static uint64_t run_sa_batch(int port, uint64_t warmup, uint64_t n)
+{
+    if (!sock_runtime_set_backend(SOCK_BACKEND_IO_URING))
+        DIE_SOCK("sock_runtime_set_backend");
+    if (sock_runtime_backend() != SOCK_BACKEND_IO_URING)
+        DIE("io_uring is refused here: the batched path cannot be measured");
+    sock *s = sa_connect(port);
+    if (!sock_set_option(s, SOCK_OPTION_BATCH_SENDS, 1))
+        DIE_SOCK("sock_set_option BATCH_SENDS");
+    sem_init(&batch_progress, 0, 0);
+    sock_args *args[SLOTS];
+    for (int k = 0; k < SLOTS; k++) {
+        args[k] = sock_args_new(on_batched, NULL);
+        if (!args[k] || !sock_args_set_buffer(args[k], message, MSG))
+            DIE_SOCK("sock_args_new/sock_args_set_buffer");
+    }
+    uint64_t start = 0;
+    for (uint64_t i = 0; i < warmup + n; i++) {
+        if (i == warmup) {
+            batch_wait_for(warmup);
+            start = now_ns();
+        }
+        if (i >= SLOTS)
+            batch_wait_for(i - SLOTS + 1); /* args[i % SLOTS] is free again */
+        calls++;
+        if (!sock_send_async(s, args[i % SLOTS]))
+            DIE_SOCK("a batched sock_send_async did not go pending");
+        waits++;
+    }
+    batch_wait_for(warmup + n);
+    uint64_t elapsed = now_ns() - start;
+    if (atomic_load(&batch_failed) != 0)
+        DIE("%" PRIu64 " batched sends failed", (uint64_t)atomic_load(&batch_failed));
+    sock_free(s);
+    for (int k = 0; k < SLOTS; k++)
+        sock_args_free(args[k]);
+    sem_destroy(&batch_progress);
+    return elapsed;
+}
+
 int main(int argc, char **argv)
 {
     bench_init("bench_small");
     if (argc != 3)
         parse_mech(NULL, USAGE);
-    enum mech mech = parse_mech(argv[1], USAGE);
+    bool batched = strcmp(argv[1], "sa-batch") == 0;
+    enum mech mech = batched ? MECH_SA : parse_mech(argv[1], USAGE);
     uint64_t n = parse_count(argv[2], USAGE);
     uint64_t warmup = n / 100;
     fill_pattern(message, MSG);
@@ -197,6 +277,7 @@ int main(int argc, char **argv)
     reader_start(&r, (warmup + n) * MSG, MSG, true, &port);
     uint64_t elapsed = mech == MECH_RAW  ? run_raw(port, warmup, n)
                        : mech == MECH_UV ? run_uv(port, warmup, n)
+                       : batched         ? run_sa_batch(port, warmup, n)
                                          : run_sa(port, warmup, n);
     reader_finish(&r);
 

@@ -11,7 +11,9 @@
 #                    idle connection; sockasync with 1 and with 2 reactor threads (here "raw"
 #                    is a hand-written edge-triggered epoll server)
 # tokio (benches/tokio, its own cargo package, built here in release mode) takes part in 1
-# and 3.
+# and 3. The io_uring backend takes part in every scenario, alternating with the rest:
+# "sa-batch" in 1 (the batched path: SOCK_OPTION_BATCH_SENDS, 256 args in turn), and
+# "sa-uring" in 2, 3 and 4 (SOCKASYNC_BACKEND=io_uring; in 4 with batched echo sends).
 #
 #   bash benches/run.sh [--rounds N] [--quick]
 #
@@ -157,27 +159,29 @@ stat_of() {
 B=$OUT
 MECHS=(raw uv sa)
 MECHS_TOKIO=(raw uv sa tokio)
+URING=(env SOCKASYNC_BACKEND=io_uring)
 
 # The command line of one run of MECH in SCENARIO (small, ping).
 command_of() {
   case $1.$2 in
     small.tokio) [ -z "$TOKIO_BIN" ] || echo "$TOKIO_BIN small $SMALL_N" ;;
     small.*) echo "$B/bench_small $2 $SMALL_N" ;;
+    ping.sa-uring) echo "${URING[*]} $B/bench_pingpong sa $PING_N $PING_WARMUP" ;;
     ping.tokio) [ -z "$TOKIO_BIN" ] || echo "$TOKIO_BIN pingpong $PING_N $PING_WARMUP" ;;
     ping.*) echo "$B/bench_pingpong $2 $PING_N $PING_WARMUP" ;;
   esac
 }
 
 # ---- 1. small sends -----------------------------------------------------------------------
-log "== 1. small sends: $SMALL_N x 64 B, $ROUNDS rounds (raw uv sa tokio alternately)"
+log "== 1. small sends: $SMALL_N x 64 B, $ROUNDS rounds (raw uv sa tokio sa-batch alternately)"
 for ((r = 1; r <= ROUNDS; r++)); do
   line="   round $r:"
-  for m in "${MECHS_TOKIO[@]}"; do
+  for m in "${MECHS_TOKIO[@]}" sa-batch; do
     # shellcheck disable=SC2046 # the command line is split on purpose
     v=$(run_one "small-$m-r$r" $(command_of small "$m"))
     [ "$v" = FAIL ] && FAILURES=$((FAILURES + 1))
     VALUES[small.$m]+="$v "
-    if [ "$m" = sa ]; then w=$(stat_of pending "$LOGS/small-$m-r$r.err"); else w=$(stat_of eagain "$LOGS/small-$m-r$r.err"); fi
+    if [[ "$m" = sa* ]]; then w=$(stat_of pending "$LOGS/small-$m-r$r.err"); else w=$(stat_of eagain "$LOGS/small-$m-r$r.err"); fi
     EXTRA[small.$m]+="${w:-FAIL} "
     line+=" $m ${v} ns"
   done
@@ -214,8 +218,9 @@ done
 log "== 2. streaming: $STREAM_BYTES bytes in 64 KiB sends, $ROUNDS rounds"
 for ((r = 1; r <= ROUNDS; r++)); do
   line="   round $r:"
-  for m in "${MECHS[@]}"; do
-    v=$(run_one "stream-$m-r$r" "$B/bench_stream" "$m" "$STREAM_BYTES")
+  for m in "${MECHS[@]}" sa-uring; do
+    if [ "$m" = sa-uring ]; then cmd=("${URING[@]}" "$B/bench_stream" sa); else cmd=("$B/bench_stream" "$m"); fi
+    v=$(run_one "stream-$m-r$r" "${cmd[@]}" "$STREAM_BYTES")
     [ "$v" = FAIL ] && FAILURES=$((FAILURES + 1))
     VALUES[stream.$m]+="$v "
     EXTRA[stream.$m]+="$(stat_of pending "$LOGS/stream-$m-r$r.err") "
@@ -225,10 +230,10 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 
 # ---- 3. ping-pong -------------------------------------------------------------------------
-log "== 3. ping-pong: $PING_N round trips after $PING_WARMUP, $ROUNDS rounds (raw uv sa tokio)"
+log "== 3. ping-pong: $PING_N round trips after $PING_WARMUP, $ROUNDS rounds (raw uv sa tokio sa-uring)"
 for ((r = 1; r <= ROUNDS; r++)); do
   line="   round $r:"
-  for m in "${MECHS_TOKIO[@]}"; do
+  for m in "${MECHS_TOKIO[@]}" sa-uring; do
     # shellcheck disable=SC2046 # the command line is split on purpose
     v=$(run_one "ping-$m-r$r" $(command_of ping "$m"))
     if [ "$v" = FAIL ]; then
@@ -249,14 +254,19 @@ done
 log "== 4. fan-out: $FAN_CONNS connections x 16 KiB echoes for $FAN_SECONDS s, $ROUNDS rounds (${FAN_MECHS[*]}; raw = epoll, sa2 = 2 reactor threads)"
 for ((r = 1; r <= ROUNDS; r++)); do
   line="   round $r:"
-  for m in "${FAN_MECHS[@]}"; do
+  for m in "${FAN_MECHS[@]}" sa-uring; do
     case $m in
       raw) cmd=(epoll "$FAN_CONNS" "$FAN_SECONDS") ;;
+      sa-uring) cmd=(sa "$FAN_CONNS" "$FAN_SECONDS" 1) ;;
       sa) cmd=(sa "$FAN_CONNS" "$FAN_SECONDS" 1) ;;
       sa2) cmd=(sa "$FAN_CONNS" "$FAN_SECONDS" 2) ;;
       *) cmd=("$m" "$FAN_CONNS" "$FAN_SECONDS") ;;
     esac
-    v=$(run_one "fanout-$m-r$r" "$B/bench_fanout" "${cmd[@]}")
+    if [ "$m" = sa-uring ]; then
+      v=$(run_one "fanout-$m-r$r" "${URING[@]}" BENCH_BATCH_SENDS=1 "$B/bench_fanout" "${cmd[@]}")
+    else
+      v=$(run_one "fanout-$m-r$r" "$B/bench_fanout" "${cmd[@]}")
+    fi
     if [ "$v" = FAIL ]; then
       FAILURES=$((FAILURES + 1))
       VALUES[fan.$m]+="FAIL "
@@ -351,6 +361,7 @@ if [ -n "${VALUES[fan.sa2]:-}" ]; then
 else
   ok_fan2="not run"
 fi
+ok_batch=$(r=$(rom small raw sa-batch); [ "$r" = FAIL ] && echo FAIL || check "r <= 0.85" -v r="$r")
 ok_p50=$(a=$(rom p50 raw); b=$(rom p50 uv); c=$(rom p50 tokio); { [ "$a" = FAIL ] || [ "$b" = FAIL ] || [ "$c" = FAIL ]; } && echo FAIL || check "a <= 1.05 && b < 1.0 && c < 1.0" -v a="$a" -v b="$b" -v c="$c")
 
 # spread VALUES...: "median (min-max)", or FAIL. SPREAD_FORMAT (a printf format for the
@@ -427,6 +438,16 @@ $fan2_row
 | 4. fan-out | server sends that went pending (sockasync: sock_send_async returned true; epoll: EAGAIN before the whole message was out; libuv: uv_write left bytes queued), % of sends: median (min-max) | $fan_pending_raw | $fan_pending_uv | | $fan_pending (2 reactor threads: $fan2_pending) | | | | most sends pending | |
 | 4. fan-out | server CPU (user + system, all threads) per completed echo, us (lower is better); in parentheses the client process's CPU, % of one CPU (near 100%: the client is the limit) | $(fan_cpu raw) | $(fan_cpu uv) | | $(fan_cpu sa) (2 reactor threads: $fan2_cpu) | $(ratio fancpu raw) | $(ratio fancpu uv) | | | |
 | 4. fan-out | server RSS bytes per idle connection (lower is better; sockasync's includes the bench's own 48-B per-connection struct) | $(fmt %.0f "$(median ${VALUES[fanmem.raw]})") | $(fmt %.0f "$(median ${VALUES[fanmem.uv]})") | | $(fmt %.0f "$(median ${VALUES[fanmem.sa]})") (2 reactor threads: $fan2_mem) | $(ratio fanmem raw) | $(ratio fanmem uv) | | <= 256 B library memory per idle connection (RSS less the 48-B struct: $sa_lib_mem B) | $ok_fanmem |
+
+### The io_uring backend (same run, alternating with the rows above)
+
+| scenario | metric | raw syscalls | libuv | sockasync on epoll | sockasync on io_uring | io_uring / raw | io_uring / libuv | io_uring / epoll | target | met |
+|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|
+| 1. small sends through the batched path (SOCK_OPTION_BATCH_SENDS; every send pending: $(spread ${EXTRA[small.sa-batch]:-FAIL}) per run) | ns per send (lower is better) | $(fmt %.0f "$(median ${VALUES[small.raw]})") | $(fmt %.0f "$(median ${VALUES[small.uv]})") | $(fmt %.0f "$(median ${VALUES[small.sa]})") | $(fmt %.0f "$(median ${VALUES[small.sa-batch]:-FAIL})") | $(ratio small raw sa-batch) | $(ratio small uv sa-batch) | $(ratio small sa sa-batch) | <= 0.85x raw send(2) | $ok_batch |
+| 2. streaming (readiness through the ring, sends tried at once as on epoll) | GB/s (higher is better) | $(fmt %.2f "$(median ${VALUES[stream.raw]})") | $(fmt %.2f "$(median ${VALUES[stream.uv]})") | $(fmt %.2f "$(median ${VALUES[stream.sa]})") | $(fmt %.2f "$(median ${VALUES[stream.sa-uring]:-FAIL})") | $(ratio stream raw sa-uring) | $(ratio stream uv sa-uring) | $(ratio stream sa sa-uring) | (reported) | |
+| 3. ping-pong p50 | us (lower is better) | $(fmt %.1f "$(median ${VALUES[p50.raw]})") | $(fmt %.1f "$(median ${VALUES[p50.uv]})") | $(fmt %.1f "$(median ${VALUES[p50.sa]})") | $(fmt %.1f "$(median ${VALUES[p50.sa-uring]:-FAIL})") | $(ratio p50 raw sa-uring) | $(ratio p50 uv sa-uring) | $(ratio p50 sa sa-uring) | (reported) | |
+| 4. fan-out, 1 reactor thread, batched echo sends | completed echoes/s (higher is better) | $(fmt %.0f "$(median ${VALUES[fan.raw]})") | $(fmt %.0f "$(median ${VALUES[fan.uv]})") | $(fmt %.0f "$(median ${VALUES[fan.sa]})") | $(fmt %.0f "$(median ${VALUES[fan.sa-uring]:-FAIL})") | $(ratio fan raw sa-uring) | $(ratio fan uv sa-uring) | $(ratio fan sa sa-uring) | (reported) | |
+| 4. fan-out | server CPU per completed echo, us (lower is better) | $(fan_cpu raw) | $(fan_cpu uv) | $(fan_cpu sa) | $(fan_cpu sa-uring) | $(ratio fancpu raw sa-uring) | $(ratio fancpu uv sa-uring) | $(ratio fancpu sa sa-uring) | | |
 
 How each was run (programs in benches/, built by benches/Makefile with -O2):
 - tokio: benches/tokio (bench_tokio, a cargo package of its own built with --release

@@ -1117,7 +1117,7 @@ impl Run {
 
     fn set_option(&mut self, p: &mut Program) {
         let (handle, slot) = self.socket(p.u8());
-        let code = (p.u8() % 9) as i32 - 1;
+        let code = (p.u8() % 10) as i32 - 1;
         // Linger stays at -1 or 0 (or an invalid value): a close lingering on unsent data
         // would wait, as documented, and only slow the run down.
         let value = match p.u8() % 10 {
@@ -1140,7 +1140,7 @@ impl Run {
         let status = checked_status("sock_set_option");
         Self::check_plain("sock_set_option", slot, ok, status);
         let open = slot.is_some_and(|s| !s.closed) && !CALLBACKS_CLOSE.load(SeqCst);
-        if !(1..=6).contains(&code) && open {
+        if !(1..=7).contains(&code) && open {
             assert_eq!(
                 status,
                 Status::InvalidArgument as i32,
@@ -1151,7 +1151,7 @@ impl Run {
 
     fn get_option(&mut self, p: &mut Program) {
         let (handle, slot) = self.socket(p.u8());
-        let code = (p.u8() % 9) as i32 - 1;
+        let code = (p.u8() % 10) as i32 - 1;
         let null_out = p.u8().is_multiple_of(8);
         let mut value: i64 = 0x5a5a;
         let out = if null_out {
