@@ -95,6 +95,8 @@ step "C#: build with mcs" bash bindings/csharp/build.sh
 step "C# tests (Mono)" "${csharp_env[@]}" timeout 300 mono build/csharp/SockAsyncTests.exe
 step "C# tests with 2 reactor threads and Pool dispatch" "${csharp_env[@]}" \
   SOCKASYNC_REACTOR_THREADS=2 SOCKASYNC_DISPATCH=pool timeout 300 mono build/csharp/SockAsyncTests.exe
+step "C# tests on the io_uring backend" "${csharp_env[@]}" \
+  SOCKASYNC_BACKEND=io_uring timeout 300 mono build/csharp/SockAsyncTests.exe
 step "C# echo server with the C echo clients" "${csharp_env[@]}" \
   DEMO_SERVER="mono build/csharp/Echo.exe server" bash examples-c/run-demo.sh
 step "C# echo clients with the C echo server" "${csharp_env[@]}" \
@@ -109,6 +111,7 @@ PYTEST=(env SOCKASYNC_LIB="$PWD/target/release/libsockasync.so" PYTHONDONTWRITEB
 step "Python binding: pytest" "${PYTEST[@]}"
 step "Python binding: pytest with 2 reactor threads and Pool dispatch" \
   env SOCKASYNC_REACTOR_THREADS=2 SOCKASYNC_DISPATCH=pool "${PYTEST[@]}"
+step "Python binding: pytest on the io_uring backend" env SOCKASYNC_BACKEND=io_uring "${PYTEST[@]}"
 
 # Random C API programs under ASan (scripts/fuzz.sh; longer by hand: bash scripts/fuzz.sh 3600),
 # on each backend.
