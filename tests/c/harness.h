@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -107,6 +108,21 @@ static inline int h_callbacks_in_order(void)
     const char *dispatch = getenv("SOCKASYNC_DISPATCH");
     const char *threads = getenv("SOCKASYNC_REACTOR_THREADS");
     return (!dispatch || strcmp(dispatch, "pool") != 0) && (!threads || atoi(threads) <= 1);
+}
+
+/* Runs body in a forked child (after stopping the runtime, which a child could not use) and
+ * returns its exit status, or -1 if it did not exit normally. */
+static inline int in_child(int (*body)(void))
+{
+    sock_runtime_shutdown();
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(body());
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+        return -1;
+    return WEXITSTATUS(status);
 }
 
 /* ---- completions ---------------------------------------------------------- */

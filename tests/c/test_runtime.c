@@ -48,19 +48,6 @@ static int this_thread_is(const char *prefix)
 
 /* Runs `body` in a forked child (after a shutdown, so no runtime thread is copied) and
  * returns its exit status, or -1 if it did not exit normally. */
-static int in_child(int (*body)(void))
-{
-    sock_runtime_shutdown();
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0)
-        _exit(body());
-    int status = 0;
-    if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
-        return -1;
-    return WEXITSTATUS(status);
-}
-
 /* ---- configuration -------------------------------------------------------- */
 
 static void test_configure_rejects_bad_values_and_a_running_runtime(void)

@@ -30,19 +30,6 @@ static int kernel_allows_io_uring(void)
     return 1;
 }
 
-static int in_child(int (*body)(void))
-{
-    sock_runtime_shutdown();
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0)
-        _exit(body());
-    int status = 0;
-    if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
-        return -1;
-    return WEXITSTATUS(status);
-}
-
 /* Starts the runtime on io_uring (after stopping whatever ran). */
 static int use_io_uring(void)
 {
@@ -401,34 +388,59 @@ static void on_tallied(sock *s, sock_args *e, void *token)
     pthread_mutex_unlock(&t->lock);
 }
 
-static void test_close_with_batches_in_the_kernel_completes_each_send_once(void)
+/* 64 batched 16-KiB sends to a peer whose 4-KiB window takes almost none of it. */
+static int start_big_sends(sock **s, int *peer, tally *t, sock_args **args)
 {
-    CHECK(use_io_uring());
-    sock *s;
-    int peer = connected_to_raw_sized(&s, 4096);
-    CHECK(peer >= 0);
-    CHECK(sock_set_option(s, SOCK_OPTION_BATCH_SENDS, 1));
-    CHECK(sock_set_option(s, SOCK_OPTION_SEND_BUFFER_SIZE, 4096));
-    tally t = {.callbacks = 0};
-    pthread_mutex_init(&t.lock, NULL);
-    pthread_cond_init(&t.cond, NULL);
-    sock_args *args[64];
+    CHECK_OR(use_io_uring(), 0);
+    *peer = connected_to_raw_sized(s, 4096);
+    CHECK_OR(*peer >= 0, 0);
+    CHECK_OR(sock_set_option(*s, SOCK_OPTION_BATCH_SENDS, 1), 0);
+    CHECK_OR(sock_set_option(*s, SOCK_OPTION_SEND_BUFFER_SIZE, 4096), 0);
+    memset(t, 0, sizeof *t);
+    pthread_mutex_init(&t->lock, NULL);
+    pthread_cond_init(&t->cond, NULL);
     for (int k = 0; k < 64; k++) {
-        args[k] = sock_args_new(on_tallied, &t);
-        CHECK(sock_args_set_buffer(args[k], big[k], sizeof big[k]));
-        CHECK(sock_send_async(s, args[k]));
+        args[k] = sock_args_new(on_tallied, t);
+        CHECK_OR(sock_args_set_buffer(args[k], big[k], sizeof big[k]), 0);
+        CHECK_OR(sock_send_async(*s, args[k]), 0);
     }
-    /* 1 MiB cannot fit a 4 KiB window: some is certainly still in the kernel's hands. */
-    sock_close(s);
+    return 1;
+}
+
+static int tally_wait(tally *t, int callbacks)
+{
     struct timespec deadline;
     clock_gettime(CLOCK_REALTIME, &deadline);
     deadline.tv_sec += 10;
-    pthread_mutex_lock(&t.lock);
-    while (t.callbacks < 64 &&
-           pthread_cond_timedwait(&t.cond, &t.lock, &deadline) == 0)
+    pthread_mutex_lock(&t->lock);
+    while (t->callbacks < callbacks &&
+           pthread_cond_timedwait(&t->cond, &t->lock, &deadline) == 0)
         ;
-    pthread_mutex_unlock(&t.lock);
-    CHECK_EQ(t.callbacks, 64);
+    int seen = t->callbacks;
+    pthread_mutex_unlock(&t->lock);
+    return seen;
+}
+
+static void end_big_sends(sock *s, int peer, tally *t, sock_args **args)
+{
+    for (int k = 0; k < 64; k++)
+        sock_args_free(args[k]);
+    sock_free(s);
+    close(peer);
+    pthread_mutex_destroy(&t->lock);
+    pthread_cond_destroy(&t->cond);
+}
+
+static void test_close_with_batches_in_the_kernel_completes_each_send_once(void)
+{
+    sock *s;
+    int peer;
+    tally t;
+    sock_args *args[64];
+    CHECK(start_big_sends(&s, &peer, &t, args));
+    /* 1 MiB cannot fit a 4 KiB window: some is certainly still in the kernel's hands. */
+    sock_close(s);
+    CHECK_EQ(tally_wait(&t, 64), 64);
     CHECK_EQ(t.wrong, 0);
     CHECK(t.aborted > 0);
     CHECK_EQ(t.aborted + t.sent_whole, 64);
@@ -442,42 +454,128 @@ static void test_close_with_batches_in_the_kernel_completes_each_send_once(void)
     CHECK(n == 0 || errno == ECONNRESET);
     sock_runtime_shutdown();
     CHECK_EQ(t.callbacks, 64); /* and none after */
-    for (int k = 0; k < 64; k++)
-        sock_args_free(args[k]);
-    sock_free(s);
-    close(peer);
-    pthread_mutex_destroy(&t.lock);
-    pthread_cond_destroy(&t.cond);
+    end_big_sends(s, peer, &t, args);
 }
 
 /* A runtime shutdown with batches in the kernel waits for them: every callback has run
  * when it returns. */
 static void test_shutdown_with_batches_in_the_kernel_delivers_every_callback(void)
 {
-    CHECK(use_io_uring());
     sock *s;
-    int peer = connected_to_raw_sized(&s, 4096);
-    CHECK(peer >= 0);
-    CHECK(sock_set_option(s, SOCK_OPTION_BATCH_SENDS, 1));
-    tally t = {.callbacks = 0};
-    pthread_mutex_init(&t.lock, NULL);
-    pthread_cond_init(&t.cond, NULL);
+    int peer;
+    tally t;
     sock_args *args[64];
-    for (int k = 0; k < 64; k++) {
-        args[k] = sock_args_new(on_tallied, &t);
-        CHECK(sock_args_set_buffer(args[k], big[k], sizeof big[k]));
-        CHECK(sock_send_async(s, args[k]));
-    }
+    CHECK(start_big_sends(&s, &peer, &t, args));
     sock_runtime_shutdown();
     CHECK_EQ(t.callbacks, 64);
     CHECK_EQ(t.wrong, 0);
     CHECK(t.aborted > 0);
+    end_big_sends(s, peer, &t, args);
+}
+
+/* The peer resets the connection with batches in the kernel: every send completes once,
+ * whole or with the connection's error (never a success cut short), and so does a send
+ * issued after it. */
+static void on_reset_tallied(sock *s, sock_args *e, void *token)
+{
+    tally *t = token;
+    (void)s;
+    pthread_mutex_lock(&t->lock);
+    t->callbacks++;
+    int32_t error = sock_args_socket_error(e);
+    if (error == SOCK_SOCKET_ERROR_SUCCESS && sock_args_bytes_transferred(e) == sizeof big[0])
+        t->sent_whole++;
+    else if (error == SOCK_SOCKET_ERROR_CONNECTION_RESET || error == SOCK_SOCKET_ERROR_SHUTDOWN ||
+             error == SOCK_SOCKET_ERROR_CONNECTION_ABORTED)
+        t->aborted++; /* here: failed with the connection's error */
+    else
+        t->wrong++;
+    pthread_cond_broadcast(&t->cond);
+    pthread_mutex_unlock(&t->lock);
+}
+
+static void test_a_reset_with_batches_in_the_kernel_fails_each_send_once(void)
+{
+    sock *s;
+    int peer;
+    tally t;
+    sock_args *args[64];
+    CHECK(start_big_sends(&s, &peer, &t, args));
+    /* Freed while in flight: their callbacks still come (and are counted). */
     for (int k = 0; k < 64; k++)
         sock_args_free(args[k]);
-    sock_free(s);
+    /* 64 more behind them, counted by a callback that takes the connection's errors. */
+    tally r;
+    memset(&r, 0, sizeof r);
+    pthread_mutex_init(&r.lock, NULL);
+    pthread_cond_init(&r.cond, NULL);
+    sock_args *more[64];
+    for (int k = 0; k < 64; k++) {
+        more[k] = sock_args_new(on_reset_tallied, &r);
+        CHECK(sock_args_set_buffer(more[k], big[k], sizeof big[k]));
+        CHECK(sock_send_async(s, more[k]));
+    }
+    struct linger abortive = {.l_onoff = 1, .l_linger = 0};
+    CHECK(setsockopt(peer, SOL_SOCKET, SO_LINGER, &abortive, sizeof abortive) == 0);
     close(peer);
+    CHECK_EQ(tally_wait(&t, 64), 64);
+    CHECK_EQ(tally_wait(&r, 64), 64);
+    CHECK(r.aborted > 0);
+    CHECK_EQ(r.wrong, 0);
+    CHECK_EQ(r.aborted + r.sent_whole, 64);
+    /* The first set ended the same way (its callback counts errors other than aborts as
+     * wrong): none may be left without a callback. */
+    CHECK_EQ(t.callbacks, 64);
+    /* A send after the reset: it goes pending (batched) and fails. */
+    waiter w;
+    waiter_init(&w);
+    sock_args *after = sock_args_new(on_completed, &w);
+    CHECK(sock_args_set_buffer(after, big[0], 16));
+    CHECK(sock_send_async(s, after));
+    CHECK(wait_for(&w, 1));
+    CHECK(w.error != SOCK_SOCKET_ERROR_SUCCESS);
+    sock_args_free(after);
+    waiter_destroy(&w);
+    for (int k = 0; k < 64; k++)
+        sock_args_free(more[k]);
+    sock_free(s);
+    pthread_mutex_destroy(&r.lock);
+    pthread_cond_destroy(&r.cond);
     pthread_mutex_destroy(&t.lock);
     pthread_cond_destroy(&t.cond);
+}
+
+/* One batched send with more buffers than one sendmsg takes (IOV_MAX = 1024) arrives whole,
+ * in order, and completes once with every byte counted. */
+static void test_a_batched_send_of_more_buffers_than_iov_max_arrives_whole(void)
+{
+    CHECK(use_io_uring());
+    enum { PIECES = 2500 };
+    static unsigned char data[PIECES * 3];
+    static sock_buf list[PIECES];
+    for (int i = 0; i < PIECES * 3; i++)
+        data[i] = (unsigned char)(i * 13 + 5);
+    for (int i = 0; i < PIECES; i++)
+        list[i] = (sock_buf){data + i * 3, 3};
+    sock *s;
+    int peer = connected_to_raw(&s);
+    CHECK(peer >= 0);
+    CHECK(sock_set_option(s, SOCK_OPTION_BATCH_SENDS, 1));
+    waiter w;
+    waiter_init(&w);
+    sock_args *e = sock_args_new(on_completed, &w);
+    CHECK(sock_args_set_buffer_list(e, list, PIECES));
+    CHECK(sock_send_async(s, e));
+    static unsigned char got[PIECES * 3];
+    CHECK(read_exact(peer, got, sizeof got));
+    CHECK(memcmp(got, data, sizeof got) == 0);
+    CHECK(wait_for(&w, 1));
+    CHECK_EQ(w.error, SOCK_SOCKET_ERROR_SUCCESS);
+    CHECK_EQ(w.bytes, sizeof data);
+    sock_args_free(e);
+    waiter_destroy(&w);
+    sock_free(s);
+    close(peer);
 }
 
 /* A closed listener's port is free at once, as on epoll (the ring holds no file open). */
@@ -533,6 +631,8 @@ int main(void)
     RUN(test_flagged_sends_and_disconnect_keep_their_place_among_batched_sends);
     RUN(test_close_with_batches_in_the_kernel_completes_each_send_once);
     RUN(test_shutdown_with_batches_in_the_kernel_delivers_every_callback);
+    RUN(test_a_reset_with_batches_in_the_kernel_fails_each_send_once);
+    RUN(test_a_batched_send_of_more_buffers_than_iov_max_arrives_whole);
     RUN(test_a_closed_listener_can_be_bound_again_at_once);
     return h_finish("test_uring");
 }
