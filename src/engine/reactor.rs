@@ -49,8 +49,6 @@ thread_local! {
 enum Message {
     Abort(Vec<Pending>),
     Process(Arc<Socket>, Direction),
-    /// A socket with batched sends whose send queue the reactor now owns.
-    Submit(Arc<Socket>),
     Release(usize, RawFd),
     Stop,
 }
@@ -70,6 +68,10 @@ pub struct Reactor {
     pool: Option<Sender<PoolMessage>>,
     /// The io_uring backend: sends can be batched.
     batches_sends: bool,
+    /// Sockets with batched sends whose send queue the reactor now owns, for its next
+    /// batch. A list that keeps its capacity rather than the channel, whose blocks would
+    /// make every 31st batched send allocate.
+    submissions: Mutex<Vec<Arc<Socket>>>,
     registered: Mutex<Registered>,
     /// True while the reactor runs; see the module comment.
     gate: RwLock<bool>,
@@ -96,6 +98,7 @@ impl Reactor {
             tx,
             pool,
             batches_sends: backend == Backend::IoUring,
+            submissions: Mutex::new(Vec::new()),
             registered: Mutex::new(Registered { open: true }),
             gate: RwLock::new(true),
         });
@@ -117,7 +120,7 @@ impl Reactor {
                     },
                 };
                 let _ = made_tx.send(Ok(()));
-                run(poll, events, ring, rx)
+                run(&reactor, poll, events, ring, rx)
             })?
         };
         if let Ok(Err(err)) = made_rx.recv() {
@@ -195,7 +198,11 @@ impl Reactor {
     pub fn submit_sends(&self, socket: Arc<Socket>) {
         let running = self.gate.read().unwrap_or_else(PoisonError::into_inner);
         if *running {
-            self.send(Message::Submit(socket));
+            self.submissions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(socket);
+            self.wake();
         }
     }
 
@@ -247,6 +254,10 @@ impl Reactor {
     fn send(&self, message: Message) {
         // The receiver lives until the thread handles Stop, which is posted last.
         let _ = self.tx.send(message);
+        self.wake();
+    }
+
+    fn wake(&self) {
         // The reactor's own thread reads its messages before it waits again.
         if !std::ptr::eq(CURRENT.with(Cell::get), self) {
             let _ = self.waker.wake();
@@ -272,8 +283,15 @@ pub(crate) fn survive(work: impl FnOnce()) {
     }
 }
 
-fn run(mut poll: Poll, mut events: Events, mut ring: Option<Ring>, rx: Receiver<Message>) {
+fn run(
+    reactor: &Reactor,
+    mut poll: Poll,
+    mut events: Events,
+    mut ring: Option<Ring>,
+    rx: Receiver<Message>,
+) {
     let mut stopping = false;
+    let mut submitted = Vec::new();
     // Batches in the kernel at Stop (their sockets were closed, so they are cancelled) must
     // still complete before the thread ends.
     while !stopping || ring.as_ref().is_some_and(|r| !r.is_idle()) {
@@ -300,10 +318,6 @@ fn run(mut poll: Poll, mut events: Events, mut ring: Option<Ring>, rx: Receiver<
             survive(|| match message {
                 Message::Abort(ops) => ops.into_iter().for_each(Pending::abort),
                 Message::Process(socket, direction) => socket.queue(direction).process(&socket),
-                Message::Submit(socket) => match ring.as_mut() {
-                    Some(ring) => ring.submit_sends(socket),
-                    None => socket.queue(Direction::Write).process(&socket),
-                },
                 Message::Release(address, fd) => {
                     if let Some(ring) = ring.as_mut() {
                         ring.cancel(address);
@@ -316,6 +330,21 @@ fn run(mut poll: Poll, mut events: Events, mut ring: Option<Ring>, rx: Receiver<
                     unsafe { Arc::decrement_strong_count(address as *const Socket) }
                 }
                 Message::Stop => stopping = true,
+            });
+        }
+        // Swapped out, so the lock is not held while batches are built (callbacks that
+        // finish a batch may submit again), and both lists keep their capacity.
+        std::mem::swap(
+            &mut submitted,
+            &mut *reactor
+                .submissions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for socket in submitted.drain(..) {
+            survive(|| match ring.as_mut() {
+                Some(ring) => ring.submit_sends(socket),
+                None => socket.queue(Direction::Write).process(&socket),
             });
         }
     }
