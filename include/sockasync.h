@@ -749,7 +749,7 @@ ptrdiff_t sock_cq_fd(const sock_cq *q);
 
 /**
  * Configures the runtime before its first use (the first `sock_create`): `reactor_threads`
- * epoll threads (1 to 256; sockets, also accepted ones, are spread over them round-robin)
+ * reactor threads (1 to 256; sockets, also accepted ones, are spread over them round-robin)
  * and where callbacks run (`sock_dispatch`). Without this call the defaults are 1 thread and
  * Inline, or what the environment variables SOCKASYNC_REACTOR_THREADS (a number) and
  * SOCKASYNC_DISPATCH (`inline` or `pool`) say; this call overrides them. It may be called

@@ -221,8 +221,12 @@ impl Ring {
     /// completed. True if the epoll instance has events to read.
     pub fn wait(&mut self) -> bool {
         let waited = self.ring.submit_and_wait(1);
-        for socket in self.kept.drain(..) {
-            socket.fd().release_kept();
+        // A failed or interrupted call may have left entries unsubmitted: their descriptors
+        // stay kept until a later call has taken every entry.
+        if self.ring.submission().is_empty() {
+            for socket in self.kept.drain(..) {
+                socket.fd().release_kept();
+            }
         }
         match waited {
             Ok(_) => {}
