@@ -316,6 +316,19 @@ impl OpQueue<'_> {
         }
     }
 
+    /// A readiness edge for a send queue whose waiting sends go out through the reactor's
+    /// ring (io_uring backend): true if the reactor now owns a waiting queue, to hand it to
+    /// the ring (which runs it as `process` would if its head is no plain send).
+    pub fn on_ready_for_ring(&self) -> bool {
+        let _ops = self.lock();
+        self.seq.fetch_add(1, Ordering::Relaxed);
+        if self.state.load(Ordering::Relaxed) != WAITING {
+            return false;
+        }
+        self.state.store(BUSY, Ordering::Relaxed);
+        true
+    }
+
     /// A readiness edge for this direction (reactor thread).
     pub fn on_ready(&self, socket: &Socket) {
         let ops = self.lock();

@@ -303,7 +303,7 @@ fn run(
         };
         if ready {
             loop {
-                handle(&events);
+                handle(reactor, &events);
                 // Edge-triggered epoll reports the rest only when asked again, and with a
                 // ring it would not wake us for them.
                 if ring.is_none() || events.iter().count() < EVENTS {
@@ -364,16 +364,17 @@ fn wait(poll: &mut Poll, events: &mut Events, timeout: Option<Duration>) -> bool
     }
 }
 
-fn handle(events: &Events) {
+fn handle(reactor: &Reactor, events: &Events) {
     for event in events.iter() {
         if event.token() == WAKER {
             continue;
         }
+        let address = event.token().0 as *const Socket;
         // SAFETY: the token is the address of a Socket whose registration still holds a
         // strong reference: that reference is dropped only by Message::Release, handled after
         // this whole batch, and epoll reports no event for a descriptor after its
         // deregistration (which precedes the Release message).
-        let socket = unsafe { &*(event.token().0 as *const Socket) };
+        let socket = unsafe { &*address };
         let failed = event.is_error();
         let readable = event.is_readable() || event.is_read_closed() || failed;
         let writable = event.is_writable() || event.is_write_closed() || failed;
@@ -381,8 +382,28 @@ fn handle(events: &Events) {
             if readable {
                 socket.queue(Direction::Read).on_ready(socket);
             }
-            if writable {
-                socket.queue(Direction::Write).on_ready(socket);
+            if !writable {
+                return;
+            }
+            let queue = socket.queue(Direction::Write);
+            // (A datagram socket's sends must stay one datagram each: never gathered.)
+            if !reactor.batches_sends || !socket.is_stream() {
+                return queue.on_ready(socket);
+            }
+            // io_uring: waiting sends of every stream socket that became writable go to the
+            // kernel together, in the ring's next submission.
+            if queue.on_ready_for_ring() {
+                // SAFETY: as above, the registration's reference keeps the count at least one
+                // while this one is added.
+                let socket = unsafe {
+                    Arc::increment_strong_count(address);
+                    Arc::from_raw(address)
+                };
+                reactor
+                    .submissions
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(socket);
             }
         });
     }

@@ -4,11 +4,13 @@
 //! and the ring adds what epoll cannot do: sends of many sockets handed to the kernel with
 //! one `io_uring_enter`, the same call that waits for the next events.
 //!
-//! A socket with batched sends (SOCK_OPTION_BATCH_SENDS) never tries its sends on the
-//! caller's thread: they queue in its send queue, whose head the reactor owns, and each
-//! reactor turn gathers every such socket's queued sends into one sendmsg (MSG_WAITALL, so
-//! the kernel finishes a stream send rather than cutting it short) and submits them all at
-//! once. One batch per socket is in the kernel at a time, which keeps a socket's bytes in the
+//! Two kinds of send queue come here, both owned by the reactor at that point: a stream
+//! socket's whose sends went pending the usual way (tried on the caller's thread, the kernel
+//! said "would block") and that became writable, and a socket's with batched sends
+//! (SOCK_OPTION_BATCH_SENDS), whose sends are never tried on the caller's thread but always
+//! queue. Each reactor turn gathers every such socket's queued sends into one sendmsg
+//! (MSG_WAITALL, so the kernel finishes a stream send rather than cutting it short) and
+//! submits them all at once. One batch per socket is in the kernel at a time, which keeps a socket's bytes in the
 //! order its sends were issued.
 //!
 //! The kernel reads the batch's buffers until the batch's completion arrives, so every
@@ -165,7 +167,8 @@ impl Ring {
             })
         });
         let queue = socket.queue(Direction::Write);
-        if !queue.take_batch(&mut batch.ops, MAX_BUFFERS) {
+        // Gathering is for streams: datagrams must go out one each.
+        if !socket.is_stream() || !queue.take_batch(&mut batch.ops, MAX_BUFFERS) {
             self.spare.push(batch);
             // A connect, a disconnect, a send with flags: the ordinary path takes it.
             return queue.process(&socket);

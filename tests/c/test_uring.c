@@ -578,6 +578,76 @@ static void test_a_batched_send_of_more_buffers_than_iov_max_arrives_whole(void)
     close(peer);
 }
 
+/* Sends that went pending the usual way (tried at once, the kernel said "would block") are
+ * resumed through the ring when the socket becomes writable: still whole, in order, once. */
+typedef struct {
+    int peer;
+    long verified; /* bytes that matched, or -1 */
+} slow_reader;
+
+static unsigned char stream_byte(size_t at)
+{
+    return (unsigned char)(at * 7 + at / 16384);
+}
+
+static void *read_stream(void *arg)
+{
+    slow_reader *r = arg;
+    unsigned char buf[4096];
+    size_t at = 0;
+    ssize_t n;
+    while ((n = read(r->peer, buf, sizeof buf)) > 0) {
+        for (ssize_t k = 0; k < n; k++, at++) {
+            if (buf[k] != stream_byte(at)) {
+                r->verified = -1;
+                return NULL;
+            }
+        }
+    }
+    r->verified = (long)at;
+    return NULL;
+}
+
+static void test_sends_that_went_pending_resume_through_the_ring_in_order(void)
+{
+    CHECK(use_io_uring());
+    sock *s;
+    slow_reader r = {.verified = 0};
+    r.peer = connected_to_raw_sized(&s, 4096);
+    CHECK(r.peer >= 0);
+    CHECK(sock_set_option(s, SOCK_OPTION_SEND_BUFFER_SIZE, 4096));
+    for (size_t at = 0; at < sizeof big; at++)
+        big[at / sizeof big[0]][at % sizeof big[0]] = stream_byte(at);
+    pthread_t reader;
+    CHECK(pthread_create(&reader, NULL, read_stream, &r) == 0);
+    tally t;
+    memset(&t, 0, sizeof t);
+    pthread_mutex_init(&t.lock, NULL);
+    pthread_cond_init(&t.cond, NULL);
+    sock_args *args[64];
+    int pending = 0;
+    for (int k = 0; k < 64; k++) {
+        args[k] = sock_args_new(on_tallied, &t);
+        CHECK(sock_args_set_buffer(args[k], big[k], sizeof big[k]));
+        if (sock_send_async(s, args[k]))
+            pending++;
+        else
+            CHECK_EQ(sock_args_socket_error(args[k]), SOCK_SOCKET_ERROR_SUCCESS);
+    }
+    CHECK(pending > 0); /* 1 MiB into a 4 KiB window */
+    CHECK_EQ(tally_wait(&t, pending), pending);
+    CHECK_EQ(t.sent_whole, pending);
+    CHECK(sock_shutdown(s, SOCK_SHUTDOWN_HOW_SEND));
+    CHECK(pthread_join(reader, NULL) == 0);
+    CHECK_EQ(r.verified, (long)sizeof big);
+    for (int k = 0; k < 64; k++)
+        sock_args_free(args[k]);
+    sock_free(s);
+    close(r.peer);
+    pthread_mutex_destroy(&t.lock);
+    pthread_cond_destroy(&t.cond);
+}
+
 /* A closed listener's port is free at once, as on epoll (the ring holds no file open). */
 static void test_a_closed_listener_can_be_bound_again_at_once(void)
 {
@@ -633,6 +703,7 @@ int main(void)
     RUN(test_shutdown_with_batches_in_the_kernel_delivers_every_callback);
     RUN(test_a_reset_with_batches_in_the_kernel_fails_each_send_once);
     RUN(test_a_batched_send_of_more_buffers_than_iov_max_arrives_whole);
+    RUN(test_sends_that_went_pending_resume_through_the_ring_in_order);
     RUN(test_a_closed_listener_can_be_bound_again_at_once);
     return h_finish("test_uring");
 }
