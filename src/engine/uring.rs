@@ -64,12 +64,19 @@ pub fn available() -> io::Result<()> {
 
 /// One socket's sends in the kernel as one gathered sendmsg.
 struct Batch {
-    socket: Arc<Socket>,
+    /// None while the batch is spare, so a finished batch keeps no socket alive.
+    socket: Option<Arc<Socket>>,
     ops: Vec<Pending>,
     buffers: Vec<libc::iovec>,
     message: libc::msghdr,
     /// Cancelled by a close: whatever the kernel did not send is aborted.
     cancelled: bool,
+}
+
+impl Batch {
+    fn socket(&self) -> &Arc<Socket> {
+        self.socket.as_ref().expect("a batch in use has its socket")
+    }
 }
 
 // SAFETY: the raw pointers in `buffers` and `message` point into the caller's buffers (which
@@ -158,7 +165,7 @@ impl Ring {
         }
         let mut batch = self.spare.pop().unwrap_or_else(|| {
             Box::new(Batch {
-                socket: Arc::clone(&socket),
+                socket: None,
                 ops: Vec::new(),
                 buffers: Vec::new(),
                 // SAFETY: msghdr is plain data, valid when zeroed (no name, no control).
@@ -173,14 +180,15 @@ impl Ring {
             // A connect, a disconnect, a send with flags: the ordinary path takes it.
             return queue.process(&socket);
         }
-        batch.socket = socket;
+        batch.socket = Some(socket);
         batch.cancelled = false;
         self.send_batch(address, batch);
     }
 
     /// Submits (at the next submission) what the batch's operations have left to send.
     fn send_batch(&mut self, address: usize, mut batch: Box<Batch>) {
-        let Some(fd) = batch.socket.fd().acquire() else {
+        let socket = Arc::clone(batch.socket());
+        let Some(fd) = socket.fd().acquire() else {
             return self.finish(batch, Err(SocketError::OperationAborted));
         };
         batch.buffers.clear();
@@ -200,7 +208,7 @@ impl Ring {
             .user_data(slot as u64 + FIRST_BATCH);
         // Kept open until the submission has resolved the number to this socket's file.
         fd.keep();
-        self.kept.push(Arc::clone(&batch.socket));
+        self.kept.push(socket);
         self.slots[slot] = Some(batch);
         self.by_socket.insert(address, slot);
         self.push(&entry);
@@ -269,7 +277,7 @@ impl Ring {
                 continue;
             };
             self.free.push(slot);
-            let address = Arc::as_ptr(&batch.socket) as usize;
+            let address = Arc::as_ptr(batch.socket()) as usize;
             self.by_socket.remove(&address);
             self.batch_done(address, batch, result);
         }
@@ -296,7 +304,7 @@ impl Ring {
         let all_sent = batch.ops.iter().all(|op| op.done == total_len(op));
         if all_sent {
             self.finish(batch, Ok(()));
-        } else if batch.cancelled || batch.socket.is_closed() {
+        } else if batch.cancelled || batch.socket().is_closed() {
             self.finish(batch, Err(SocketError::OperationAborted));
         } else {
             // Cut short (a signal, or an error the next try reports): send the rest.
@@ -307,7 +315,7 @@ impl Ring {
     /// Completes the batch's operations: those fully sent succeed, the rest get `failed`.
     /// Then the socket's queue goes on: given back if empty, else its next batch.
     fn finish(&mut self, mut batch: Box<Batch>, failed: Result<(), SocketError>) {
-        let socket = Arc::clone(&batch.socket);
+        let socket = batch.socket.take().expect("a batch in use has its socket");
         let more = socket.queue(Direction::Write).batch_finished();
         for op in batch.ops.drain(..) {
             let total = total_len(&op);
