@@ -34,7 +34,7 @@ use super::queue::Direction;
 use super::registry;
 use super::runtime::{self, Backend, PoolMessage};
 use super::socket::Socket;
-use super::uring::Ring;
+use super::uring::{Readiness, Ring};
 
 const WAKER: Token = Token(0);
 
@@ -297,9 +297,19 @@ fn run(
     while !stopping || ring.as_ref().is_some_and(|r| !r.is_idle()) {
         let ready = match ring.as_mut() {
             None => wait(&mut poll, &mut events, None),
-            // The ring waits (and submits the turn's batches in the same call); epoll is
-            // then only read, without waiting.
-            Some(ring) => ring.wait() && wait(&mut poll, &mut events, Some(Duration::ZERO)),
+            // The ring waits (and submits the turn's batches in the same call). Its epoll
+            // wait brings the events itself; on kernels without it epoll is then read,
+            // without waiting.
+            Some(ring) => match ring.wait() {
+                Readiness::None => false,
+                Readiness::Taken => {
+                    ring.take_events(|token, readable, writable| {
+                        on_event(reactor, token, readable, writable)
+                    });
+                    false
+                }
+                Readiness::Read => wait(&mut poll, &mut events, Some(Duration::ZERO)),
+            },
         };
         if ready {
             loop {
@@ -366,45 +376,55 @@ fn wait(poll: &mut Poll, events: &mut Events, timeout: Option<Duration>) -> bool
 
 fn handle(reactor: &Reactor, events: &Events) {
     for event in events.iter() {
-        if event.token() == WAKER {
-            continue;
-        }
-        let address = event.token().0 as *const Socket;
-        // SAFETY: the token is the address of a Socket whose registration still holds a
-        // strong reference: that reference is dropped only by Message::Release, handled after
-        // this whole batch, and epoll reports no event for a descriptor after its
-        // deregistration (which precedes the Release message).
-        let socket = unsafe { &*address };
         let failed = event.is_error();
-        let readable = event.is_readable() || event.is_read_closed() || failed;
-        let writable = event.is_writable() || event.is_write_closed() || failed;
-        survive(|| {
-            if readable {
-                socket.queue(Direction::Read).on_ready(socket);
-            }
-            if !writable {
-                return;
-            }
-            let queue = socket.queue(Direction::Write);
-            // (A datagram socket's sends must stay one datagram each: never gathered.)
-            if !reactor.batches_sends || !socket.is_stream() {
-                return queue.on_ready(socket);
-            }
-            // io_uring: waiting sends of every stream socket that became writable go to the
-            // kernel together, in the ring's next submission.
-            if queue.on_ready_for_ring() {
-                // SAFETY: as above, the registration's reference keeps the count at least one
-                // while this one is added.
-                let socket = unsafe {
-                    Arc::increment_strong_count(address);
-                    Arc::from_raw(address)
-                };
-                reactor
-                    .submissions
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(socket);
-            }
-        });
+        on_event(
+            reactor,
+            event.token().0,
+            event.is_readable() || event.is_read_closed() || failed,
+            event.is_writable() || event.is_write_closed() || failed,
+        );
     }
+}
+
+/// One socket's readiness edge (or the waker's, which needs nothing).
+fn on_event(reactor: &Reactor, token: usize, readable: bool, writable: bool) {
+    if token == WAKER.0 {
+        return;
+    }
+    let address = token as *const Socket;
+    // SAFETY: the token is the address of a Socket whose registration still holds a strong
+    // reference: that reference is dropped only by Message::Release, handled after this
+    // whole batch of events, and epoll reports no event for a descriptor after its
+    // deregistration (which precedes the Release message). Events are taken and handled in
+    // one turn, before its messages: by the reactor's epoll_wait, or by the ring's epoll
+    // wait, which completes only inside the ring's wait at the start of the turn (uring.rs).
+    let socket = unsafe { &*address };
+    survive(|| {
+        if readable {
+            socket.queue(Direction::Read).on_ready(socket);
+        }
+        if !writable {
+            return;
+        }
+        let queue = socket.queue(Direction::Write);
+        // (A datagram socket's sends must stay one datagram each: never gathered.)
+        if !reactor.batches_sends || !socket.is_stream() {
+            return queue.on_ready(socket);
+        }
+        // io_uring: waiting sends of every stream socket that became writable go to the
+        // kernel together, in the ring's next submission.
+        if queue.on_ready_for_ring() {
+            // SAFETY: as above, the registration's reference keeps the count at least one
+            // while this one is added.
+            let socket = unsafe {
+                Arc::increment_strong_count(address);
+                Arc::from_raw(address)
+            };
+            reactor
+                .submissions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(socket);
+        }
+    });
 }

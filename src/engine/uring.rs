@@ -33,7 +33,8 @@ use super::sys::{self, RawBuf};
 use crate::engine::args::Payload;
 use crate::error::SocketError;
 
-/// `user_data` of the epoll instance's poll; batches use their slot plus FIRST_BATCH.
+/// `user_data` of the epoll instance's wait (or poll); batches use their slot plus
+/// FIRST_BATCH.
 const EPOLL: u64 = 1;
 /// `user_data` of cancellations, whose own completions say nothing we act on.
 const CANCEL: u64 = 2;
@@ -101,19 +102,68 @@ pub struct Ring {
     /// Sockets whose descriptor is kept open until the pending submission has returned.
     kept: Vec<Arc<Socket>>,
     completions: Vec<(u64, i32)>,
+    /// Where the kernel writes the epoll instance's events, on kernels with
+    /// IORING_OP_EPOLL_WAIT (6.15): the ring's own completion then carries them, and no
+    /// epoll_wait call is needed. None: the ring polls the epoll instance instead, and the
+    /// reactor reads it.
+    events: Option<Box<[libc::epoll_event]>>,
+    /// Events in `events` from the last wait, not yet handed out.
+    events_ready: usize,
+    /// The epoll wait (or poll) is in the kernel (or queued to go there).
+    epoll_armed: bool,
+    /// Entries that found the submission queue full, for the next wait to submit.
+    overflow: Vec<squeue::Entry>,
+    /// Inside `wait`, where submitting is allowed.
+    submitting: bool,
 }
+
+/// What a ring's wait says about the epoll instance.
+#[derive(PartialEq, Eq)]
+pub enum Readiness {
+    /// Nothing new.
+    None,
+    /// Events are waiting in the epoll instance: read them (epoll_wait without waiting).
+    Read,
+    /// Events are in the ring's buffer: `take_events`.
+    Taken,
+}
+
+/// The most events one epoll wait through the ring hands over.
+const EVENTS: usize = 1024;
 
 impl Ring {
     /// A ring that reports when `epoll` (the reactor's epoll instance) has events. Made on the
     /// thread that uses it: single-issuer rings belong to their creator.
     pub fn new(epoll: RawFd) -> io::Result<Ring> {
-        let ring = IoUring::builder()
+        let (ring, deferred) = match IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
             .setup_cqsize(ENTRIES * 8)
             .build(ENTRIES)
-            .or_else(|_| IoUring::builder().setup_cqsize(ENTRIES * 8).build(ENTRIES))?;
-        let mut ring = Ring {
+        {
+            Ok(ring) => (ring, true),
+            Err(_) => (
+                IoUring::builder()
+                    .setup_cqsize(ENTRIES * 8)
+                    .build(ENTRIES)?,
+                false,
+            ),
+        };
+        // The epoll wait in the ring copies events when it completes; only a ring whose
+        // completions all happen inside the reactor's own wait (deferred task work, and every
+        // submission made by `wait`) hands them over before any Release a close posts after
+        // them can be handled (see `on_event` in reactor.rs).
+        let mut probe = io_uring::Probe::new();
+        let epoll_wait = deferred
+            && ring.submitter().register_probe(&mut probe).is_ok()
+            && probe.is_supported(opcode::EpollWait::CODE);
+        let ring = Ring {
+            events: epoll_wait
+                .then(|| vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS].into_boxed_slice()),
+            events_ready: 0,
+            epoll_armed: false,
+            overflow: Vec::new(),
+            submitting: false,
             ring,
             epoll,
             slots: Vec::new(),
@@ -123,31 +173,76 @@ impl Ring {
             kept: Vec::new(),
             completions: Vec::with_capacity(ENTRIES as usize),
         };
-        ring.arm_epoll();
         Ok(ring)
     }
 
     fn push(&mut self, entry: &squeue::Entry) {
         loop {
-            // SAFETY: every entry pushed here is the epoll poll (no memory of ours), a
-            // cancellation (none), or a batch's sendmsg, whose message, buffer array and
-            // buffers stay valid until its completion: the batch is boxed, kept in `slots`
-            // until then, and its operations (whose buffers they are) complete only then.
+            // SAFETY: every entry pushed here is the epoll poll (no memory of ours), the epoll
+            // wait (into `events`, boxed, not touched until its completion, and kept until
+            // then: Drop waits for it), a cancellation (none), or a batch's sendmsg, whose
+            // message, buffer array and buffers stay valid until its completion: the batch is
+            // boxed, kept in `slots` until then, and its operations (whose buffers they are)
+            // complete only then.
             if unsafe { self.ring.submission().push(entry) }.is_ok() {
                 return;
             }
-            // Full: hand the kernel what is queued to make room (the kept descriptors stay
-            // kept until the turn's submission, which covers these too).
-            let _ = self.ring.submit();
+            // Full: only `wait` submits, so this one waits for it.
+            if !self.overflow.is_empty() || !self.submit_now() {
+                self.overflow.push(entry.clone());
+                return;
+            }
         }
     }
 
+    /// Submits what is queued, if called from `wait` (the one place submissions happen);
+    /// false elsewhere.
+    fn submit_now(&mut self) -> bool {
+        self.submitting && self.ring.submit().is_ok()
+    }
+
     fn arm_epoll(&mut self) {
-        let poll = opcode::PollAdd::new(types::Fd(self.epoll), libc::POLLIN as u32)
-            .multi(true)
-            .build()
-            .user_data(EPOLL);
-        self.push(&poll);
+        let entry = match self.events.as_mut() {
+            Some(events) => opcode::EpollWait::new(
+                types::Fd(self.epoll),
+                events.as_mut_ptr().cast(),
+                events.len() as u32,
+            )
+            .build(),
+            None => opcode::PollAdd::new(types::Fd(self.epoll), libc::POLLIN as u32)
+                .multi(true)
+                .build(),
+        };
+        self.epoll_armed = true;
+        self.push(&entry.user_data(EPOLL));
+    }
+
+    /// Moves the overflow into the submission queue and arms the epoll wait, last, so it
+    /// is submitted by the call that waits (submitting early to make room as needed).
+    fn prepare_submission(&mut self) {
+        self.submitting = true;
+        for entry in std::mem::take(&mut self.overflow) {
+            self.push(&entry);
+        }
+        if !self.epoll_armed {
+            self.arm_epoll();
+        }
+    }
+
+    /// Hands out the events the last wait brought (`Readiness::Taken`) as (token, readable,
+    /// writable), then waits for more.
+    pub fn take_events(&mut self, mut event: impl FnMut(usize, bool, bool)) {
+        const READ: u32 =
+            (libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR)
+                as u32;
+        const WRITE: u32 = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        if let Some(events) = self.events.as_ref() {
+            for e in &events[..self.events_ready] {
+                let (mask, token) = (e.events, e.u64);
+                event(token as usize, mask & READ != 0, mask & WRITE != 0);
+            }
+        }
+        self.events_ready = 0;
     }
 
     /// True once no batch is in the kernel (shutdown waits for that).
@@ -229,12 +324,14 @@ impl Ring {
     }
 
     /// Submits what is queued, waits for a completion, and finishes the batches that
-    /// completed. True if the epoll instance has events to read.
-    pub fn wait(&mut self) -> bool {
+    /// completed; says what the epoll instance has.
+    pub fn wait(&mut self) -> Readiness {
+        self.prepare_submission();
         let waited = self.ring.submit_and_wait(1);
+        self.submitting = false;
         // A failed or interrupted call may have left entries unsubmitted: their descriptors
         // stay kept until a later call has taken every entry.
-        if self.ring.submission().is_empty() {
+        if self.ring.submission().is_empty() && self.overflow.is_empty() {
             for socket in self.kept.drain(..) {
                 socket.fd().release_kept();
             }
@@ -248,18 +345,26 @@ impl Ring {
                     // Not expected with valid arguments; back off rather than spin.
                     std::thread::sleep(std::time::Duration::from_millis(1));
                 }
-                return false;
+                return Readiness::None;
             }
         }
         self.completions.clear();
-        let mut epoll_ready = false;
+        let mut readiness = Readiness::None;
         for c in self.ring.completion() {
             match c.user_data() {
+                // (An epoll wait that came back without events, interrupted say, is simply
+                // made again by the next wait, as one the kernel ended is.)
+                EPOLL if self.events.is_some() => {
+                    self.epoll_armed = false;
+                    if c.result() > 0 {
+                        self.events_ready = c.result() as usize;
+                        readiness = Readiness::Taken;
+                    }
+                }
                 EPOLL => {
-                    epoll_ready = true;
+                    readiness = Readiness::Read;
                     if !cqueue::more(c.flags()) {
-                        // Ended by the kernel (it may end a multishot request): poll again.
-                        self.completions.push((EPOLL, 0));
+                        self.epoll_armed = false;
                     }
                 }
                 CANCEL => {}
@@ -268,10 +373,6 @@ impl Ring {
         }
         for i in 0..self.completions.len() {
             let (user_data, result) = self.completions[i];
-            if user_data == EPOLL {
-                self.arm_epoll();
-                continue;
-            }
             let slot = (user_data - FIRST_BATCH) as usize;
             let Some(batch) = self.slots[slot].take() else {
                 continue;
@@ -281,7 +382,7 @@ impl Ring {
             self.by_socket.remove(&address);
             self.batch_done(address, batch, result);
         }
-        epoll_ready
+        readiness
     }
 
     fn batch_done(&mut self, address: usize, mut batch: Box<Batch>, result: i32) {
@@ -329,6 +430,37 @@ impl Ring {
         self.spare.push(batch);
         if more {
             self.submit_sends(socket);
+        }
+    }
+}
+
+impl Drop for Ring {
+    /// The kernel may write into `events` until the epoll wait completes: cancel it and wait
+    /// for that before the buffer goes (batches are all done by now: the reactor waits for
+    /// `is_idle` before it stops).
+    fn drop(&mut self) {
+        if self.events.is_none() || !self.epoll_armed {
+            return;
+        }
+        // Whatever still waits to be submitted goes first, then the cancellation.
+        self.prepare_submission();
+        self.push(&opcode::AsyncCancel::new(EPOLL).build().user_data(CANCEL));
+        while self.epoll_armed {
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(err) if matches!(err.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+                Err(_) => {
+                    // The ring is unusable: leak the buffer rather than free what the kernel
+                    // might still write.
+                    std::mem::forget(self.events.take());
+                    return;
+                }
+            }
+            for c in self.ring.completion() {
+                if c.user_data() == EPOLL {
+                    self.epoll_armed = false;
+                }
+            }
         }
     }
 }

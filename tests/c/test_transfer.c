@@ -469,7 +469,11 @@ static void test_queued_large_sends_arrive_whole_in_issue_order(void)
         CHECK(wait_for(&p[i].w, 1));
         CHECK_EQ(p[i].w.error, SOCK_SOCKET_ERROR_SUCCESS);
         CHECK_EQ(p[i].w.bytes, size);
-        CHECK_EQ(p[i].order - base, i);
+        /* Pool dispatch may run one socket's callbacks in any order (the data order is
+         * checked above either way); on io_uring sends that finish together in one
+         * gathered send are then delivered together. */
+        if (h_callbacks_in_order())
+            CHECK_EQ(p[i].order - base, i);
     }
     close(peer);
     for (int i = 0; i < N; i++) {
