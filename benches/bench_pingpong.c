@@ -3,7 +3,7 @@
  * the 64-byte response; an echo server sends every byte back. TCP_NODELAY on both ends,
  * loopback TCP, both ends in this one process (the server on its own thread), no pinning.
  *
- *   bench_pingpong raw|uv|sa ROUND_TRIPS [WARMUP]      (WARMUP defaults to 1000)
+ *   bench_pingpong raw|uv|sa|sa-cb ROUND_TRIPS [WARMUP]      (WARMUP defaults to 1000)
  *
  * Prints "P50 P99" (microseconds per round trip, over ROUND_TRIPS after WARMUP untimed
  * ones) on stdout and a "stats:" line on stderr. Each request carries its sequence number
@@ -19,6 +19,11 @@
  *        completions handled inline, as in examples-c/echo_server.c); the client thread
  *        issues sock_send_async then sock_receive_async, waiting on a semaphore whenever
  *        one goes pending.
+ *   sa-cb  both ends on sockasync and both driven from callbacks, each end on its own
+ *        reactor thread (2 reactor threads, Inline dispatch): the server as in sa; the
+ *        client's receive callback checks the response and sends the next request, then
+ *        receives again. The way libuv's client runs here (in its own loop's callbacks),
+ *        without sa's hand-off from the reactor to a waiting client thread.
  *
  * Why it is fair: in every case each round trip crosses the same two thread hand-offs
  * (client thread -> server side -> client thread: the server thread for raw and libuv, the
@@ -29,7 +34,7 @@
 
 #include <uv.h>
 
-#define USAGE "bench_pingpong raw|uv|sa ROUND_TRIPS [WARMUP]"
+#define USAGE "bench_pingpong raw|uv|sa|sa-cb ROUND_TRIPS [WARMUP]"
 
 enum { MSG = 64, SERVER_BUFFER = 64 * 1024 };
 
@@ -398,8 +403,95 @@ static void sa_srv_completed(sock *s, sock_args *e, void *token)
         sem_post(&srv->ended);
 }
 
+/* sa-cb's client: every round trip runs in its callbacks. */
+typedef struct {
+    sock *s;
+    sock_args *send, *recv;
+    unsigned char req[MSG], resp[MSG];
+    size_t got;
+    uint64_t seq, t0, send_pending, recv_pending;
+    sem_t done;
+} sacb_client;
+
+static void sacb_receive(sacb_client *c);
+
+static void sacb_sent(sacb_client *c)
+{
+    if (sock_args_socket_error(c->send) != SOCK_SOCKET_ERROR_SUCCESS)
+        DIE("client send failed: socket error %d", (int)sock_args_socket_error(c->send));
+    c->got = 0;
+    sacb_receive(c);
+}
+
+static void sacb_start_round(sacb_client *c)
+{
+    fill_request(c->req, c->seq);
+    c->t0 = now_ns();
+    if (sock_send_async(c->s, c->send)) {
+        c->send_pending++;
+        return; /* its callback goes on */
+    }
+    if (sock_last_status() != SOCK_STATUS_OK)
+        DIE_SOCK("client sock_send_async");
+    sacb_sent(c);
+}
+
+/* Handles a completed receive; true if the round trip needs more receiving. */
+static bool sacb_received(sacb_client *c)
+{
+    if (sock_args_socket_error(c->recv) != SOCK_SOCKET_ERROR_SUCCESS)
+        DIE("client receive failed: socket error %d", (int)sock_args_socket_error(c->recv));
+    size_t n = sock_args_bytes_transferred(c->recv);
+    if (n == 0)
+        DIE("client receive: end of stream");
+    c->got += n;
+    if (c->got < MSG)
+        return true;
+    record(c->seq, c->req, c->resp, c->t0, now_ns());
+    if (++c->seq == total_rounds)
+        sem_post(&c->done);
+    else
+        sacb_start_round(c);
+    return false;
+}
+
+static void sacb_receive(sacb_client *c)
+{
+    do {
+        if (!sock_args_set_range(c->recv, c->got, MSG - c->got))
+            DIE_SOCK("sock_args_set_range");
+        if (sock_receive_async(c->s, c->recv)) {
+            c->recv_pending++;
+            return; /* its callback goes on */
+        }
+        if (sock_last_status() != SOCK_STATUS_OK)
+            DIE_SOCK("client sock_receive_async");
+    } while (sacb_received(c));
+}
+
+static void sacb_on_send(sock *s, sock_args *e, void *token)
+{
+    (void)s;
+    (void)e;
+    sacb_sent(token);
+}
+
+static void sacb_on_receive(sock *s, sock_args *e, void *token)
+{
+    (void)s;
+    (void)e;
+    sacb_client *c = token;
+    if (sacb_received(c))
+        sacb_receive(c);
+}
+
+static bool callbacks_client; /* sa-cb */
+
 static void run_sa(void)
 {
+    if (callbacks_client && !sock_runtime_configure(2, SOCK_DISPATCH_INLINE))
+        DIE_SOCK("sock_runtime_configure");
+
     sa_server *srv = calloc(1, sizeof *srv);
     if (!srv)
         DIE("out of memory");
@@ -444,6 +536,37 @@ static void run_sa(void)
     if (!srv->e || !sock_args_set_buffer(srv->e, srv->buf, sizeof srv->buf))
         DIE_SOCK("server sock_args_new/sock_args_set_buffer");
     sa_srv_run(srv);
+
+    if (callbacks_client) {
+        /* Sockets go to the reactors in turn: the listener and the accepted socket to the
+         * first, the client to the second. */
+        sacb_client *c = calloc(1, sizeof *c);
+        if (!c)
+            DIE("out of memory");
+        c->s = client;
+        sem_init(&c->done, 0, 0);
+        c->send = sock_args_new(sacb_on_send, c);
+        c->recv = sock_args_new(sacb_on_receive, c);
+        if (!c->send || !c->recv || !sock_args_set_buffer(c->send, c->req, MSG) ||
+            !sock_args_set_buffer(c->recv, c->resp, MSG))
+            DIE_SOCK("client sock_args_new/sock_args_set_buffer");
+        sacb_start_round(c);
+        sem_wait_all(&c->done);
+        fprintf(stderr, "stats: sockasync callback client: %" PRIu64 " sends and %" PRIu64
+                        " receives went pending\n",
+                c->send_pending, c->recv_pending);
+        sock_free(client);
+        sem_wait_all(&srv->ended);
+        sock_free(srv->s);
+        sock_args_free(srv->e);
+        sock_args_free(c->send);
+        sock_args_free(c->recv);
+        sem_destroy(&c->done);
+        sem_destroy(&srv->ended);
+        free(c);
+        free(srv);
+        return;
+    }
 
     /* The client: send the request, then receive until the whole response is in. */
     unsigned char req[MSG], resp[MSG];
@@ -513,7 +636,8 @@ int main(int argc, char **argv)
     bench_init("bench_pingpong");
     if (argc != 3 && argc != 4)
         parse_mech(NULL, USAGE);
-    enum mech mech = parse_mech(argv[1], USAGE);
+    callbacks_client = strcmp(argv[1], "sa-cb") == 0;
+    enum mech mech = callbacks_client ? MECH_SA : parse_mech(argv[1], USAGE);
     rounds = parse_count(argv[2], USAGE);
     warmup = argc == 4 ? strtoull(argv[3], NULL, 10) : 1000;
     total_rounds = warmup + rounds;

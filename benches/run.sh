@@ -167,6 +167,7 @@ command_of() {
     small.tokio) [ -z "$TOKIO_BIN" ] || echo "$TOKIO_BIN small $SMALL_N" ;;
     small.*) echo "$B/bench_small $2 $SMALL_N" ;;
     ping.sa-uring) echo "${URING[*]} $B/bench_pingpong sa $PING_N $PING_WARMUP" ;;
+    ping.sa-cb) echo "$B/bench_pingpong sa-cb $PING_N $PING_WARMUP" ;;
     ping.tokio) [ -z "$TOKIO_BIN" ] || echo "$TOKIO_BIN pingpong $PING_N $PING_WARMUP" ;;
     ping.*) echo "$B/bench_pingpong $2 $PING_N $PING_WARMUP" ;;
   esac
@@ -230,10 +231,10 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 
 # ---- 3. ping-pong -------------------------------------------------------------------------
-log "== 3. ping-pong: $PING_N round trips after $PING_WARMUP, $ROUNDS rounds (raw uv sa tokio sa-uring)"
+log "== 3. ping-pong: $PING_N round trips after $PING_WARMUP, $ROUNDS rounds (raw uv sa tokio sa-uring sa-cb)"
 for ((r = 1; r <= ROUNDS; r++)); do
   line="   round $r:"
-  for m in "${MECHS_TOKIO[@]}" sa-uring; do
+  for m in "${MECHS_TOKIO[@]}" sa-uring sa-cb; do
     # shellcheck disable=SC2046 # the command line is split on purpose
     v=$(run_one "ping-$m-r$r" $(command_of ping "$m"))
     if [ "$v" = FAIL ]; then
@@ -433,6 +434,7 @@ numbers noisy; the paired ratios are what to read).
 | 2. streaming: $stream_size in 64 KiB sends to a reader thread | GB/s (higher is better) | $(fmt %.2f "$(median ${VALUES[stream.raw]})") | $(fmt %.2f "$(median ${VALUES[stream.uv]})") | | $(fmt %.2f "$(median ${VALUES[stream.sa]})") | $(ratio stream raw) | $(ratio stream uv) | | >= 0.97x raw blocking, >= 1.00x libuv | $ok_stream |
 | 3. ping-pong: 64 B, TCP_NODELAY, $(thousands "$PING_N") round trips; both ends in one process, 2 threads, unpinned | p50 round trip, us (lower is better) | $(fmt %.1f "$(median ${VALUES[p50.raw]})") | $(fmt %.1f "$(median ${VALUES[p50.uv]})") | $(fmt %.1f "$(median ${VALUES[p50.tokio]})") | $(fmt %.1f "$(median ${VALUES[p50.sa]})") | $(ratio p50 raw) | $(ratio p50 uv) | $(ratio p50 tokio) | <= 1.05x raw, < libuv, < tokio | $ok_p50 |
 | 3. ping-pong | p99 round trip, us | $(fmt %.1f "$(median ${VALUES[p99.raw]})") | $(fmt %.1f "$(median ${VALUES[p99.uv]})") | $(fmt %.1f "$(median ${VALUES[p99.tokio]})") | $(fmt %.1f "$(median ${VALUES[p99.sa]})") | $(ratio p99 raw) | $(ratio p99 uv) | $(ratio p99 tokio) | | |
+| 3. ping-pong, sockasync's client driven from its callbacks too, each end on its own reactor thread (as libuv's and tokio's ends each run their own loop) | p50 round trip, us (lower is better) | $(fmt %.1f "$(median ${VALUES[p50.raw]})") | $(fmt %.1f "$(median ${VALUES[p50.uv]})") | $(fmt %.1f "$(median ${VALUES[p50.tokio]})") | $(fmt %.1f "$(median ${VALUES[p50.sa-cb]:-FAIL})") | $(ratio p50 raw sa-cb) | $(ratio p50 uv sa-cb) | $(ratio p50 tokio sa-cb) | (the target row is the one above) | |
 | 4. fan-out: $(thousands "$FAN_CONNS") connections, 16 KiB echoes for $FAN_SECONDS s, server SO_SNDBUF 4 KiB, client SO_RCVBUF 4 KiB; raw = hand-written edge-triggered epoll server; client a separate epoll process; sockasync with 1 reactor thread (server process threads: $fan_threads) | completed echoes/s (higher is better) | $(fmt %.0f "$(median ${VALUES[fan.raw]})") | $(fmt %.0f "$(median ${VALUES[fan.uv]})") | | $(fmt %.0f "$(median ${VALUES[fan.sa]})") | $(ratio fan raw) | $(ratio fan uv) | | (the target is for 2 reactor threads, next row) | |
 $fan2_row
 | 4. fan-out | server sends that went pending (sockasync: sock_send_async returned true; epoll: EAGAIN before the whole message was out; libuv: uv_write left bytes queued), % of sends: median (min-max) | $fan_pending_raw | $fan_pending_uv | | $fan_pending (2 reactor threads: $fan2_pending) | | | | most sends pending | |
@@ -480,7 +482,9 @@ How each was run (programs in benches/, built by benches/Makefile with -O2):
   libuv (uv_read_start + uv_write), each with its own loop and thread. sockasync: both ends
   on sockasync: the server's pending receive completes on the reactor thread, whose callback
   sends the echo and receives again; the client thread issues sock_send_async then
-  sock_receive_async and waits on a semaphore when one goes pending. tokio: both ends on
+  sock_receive_async and waits on a semaphore when one goes pending (the "callbacks" row:
+  bench_pingpong sa-cb, 2 reactor threads, the client's receive callback checks the
+  response and sends the next request). tokio: both ends on
   tokio, each with its own current-thread runtime on its own thread (as libuv's), the
   server read + write_all, the client write_all + read_exact.
 - 4. fan-out (bench_fanout): the measured process runs only the echo server; the client is
