@@ -1,8 +1,9 @@
-//! The io_uring backend's ring: batched sends. Readiness still comes from the reactor's
-//! epoll instance, which the ring polls (so registration, deregistration and close behave
-//! exactly as on the epoll backend: a socket's file is never held open by a poll request),
-//! and the ring adds what epoll cannot do: sends of many sockets handed to the kernel with
-//! one `io_uring_enter`, the same call that waits for the next events.
+//! The io_uring backend's ring: sends submitted in batches. Readiness still comes from the
+//! reactor's epoll instance (so registration, deregistration and close behave exactly as on
+//! the epoll backend: a socket's file is never held open by a poll request); the ring waits
+//! for it, with its own epoll wait (IORING_OP_EPOLL_WAIT, kernels 6.15 and later, which
+//! brings the events along) or a poll of the epoll instance, and adds what epoll cannot do:
+//! sends of many sockets handed to the kernel in the same `io_uring_enter` that waits.
 //!
 //! Two kinds of send queue come here, both owned by the reactor at that point: a stream
 //! socket's whose sends went pending the usual way (tried on the caller's thread, the kernel
@@ -10,14 +11,14 @@
 //! (SOCK_OPTION_BATCH_SENDS), whose sends are never tried on the caller's thread but always
 //! queue. Each reactor turn gathers every such socket's queued sends into one sendmsg
 //! (MSG_WAITALL, so the kernel finishes a stream send rather than cutting it short) and
-//! submits them all at once. One batch per socket is in the kernel at a time, which keeps a socket's bytes in the
-//! order its sends were issued.
+//! submits them all at once. One batch per socket is in the kernel at a time, which keeps a
+//! socket's bytes in the order its sends were issued.
 //!
 //! The kernel reads the batch's buffers until the batch's completion arrives, so every
 //! operation in it is completed only then; a close cancels the socket's batch (the
 //! cancelled remainder completes with OperationAborted). A batch's descriptor is resolved
 //! when it is submitted, so the socket's descriptor is kept open (a use guard) from building
-//! the batch until that submission has returned.
+//! the batch until that submission has been made. Submissions happen only inside `wait`.
 
 use std::collections::HashMap;
 use std::io;
@@ -184,10 +185,12 @@ impl Ring {
             // message, buffer array and buffers stay valid until its completion: the batch is
             // boxed, kept in `slots` until then, and its operations (whose buffers they are)
             // complete only then.
-            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+            // Behind anything already overflowed, so entries go in the order they came (a
+            // cancellation must not pass the batch it cancels).
+            if self.overflow.is_empty() && unsafe { self.ring.submission().push(entry) }.is_ok() {
                 return;
             }
-            // Full: only `wait` submits, so this one waits for it.
+            // Full: only `wait` submits, so outside it the entry waits for it.
             if !self.overflow.is_empty() || !self.submit_now() {
                 self.overflow.push(entry.clone());
                 return;
