@@ -371,35 +371,39 @@ typedef struct {
 
 static unsigned char big[64][16384];
 
-static void on_tallied(sock *s, sock_args *e, void *token)
+/* Counts one completion: sent whole (expected_len bytes, Success), failed with one of
+ * the errors `failed` accepts, or wrong. */
+static void tally_add(tally *t, sock_args *e, size_t expected_len, int (*failed)(int32_t))
 {
-    tally *t = token;
-    (void)s;
+    int32_t error = sock_args_socket_error(e);
     pthread_mutex_lock(&t->lock);
     t->callbacks++;
-    if (sock_args_socket_error(e) == SOCK_SOCKET_ERROR_OPERATION_ABORTED)
-        t->aborted++;
-    else if (sock_args_socket_error(e) == SOCK_SOCKET_ERROR_SUCCESS &&
-             sock_args_bytes_transferred(e) == sizeof big[0])
+    if (error == SOCK_SOCKET_ERROR_SUCCESS && sock_args_bytes_transferred(e) == expected_len)
         t->sent_whole++;
+    else if (failed && failed(error))
+        t->aborted++;
     else
         t->wrong++;
     pthread_cond_broadcast(&t->cond);
     pthread_mutex_unlock(&t->lock);
 }
 
+static int is_aborted(int32_t error)
+{
+    return error == SOCK_SOCKET_ERROR_OPERATION_ABORTED;
+}
+
+static void on_tallied(sock *s, sock_args *e, void *token)
+{
+    (void)s;
+    tally_add(token, e, sizeof big[0], is_aborted);
+}
+
 /* Counts completions; anything but a whole 16-byte send is wrong. */
 static void on_counted(sock *s, sock_args *e, void *token)
 {
-    tally *t = token;
     (void)s;
-    pthread_mutex_lock(&t->lock);
-    t->callbacks++;
-    if (sock_args_socket_error(e) != SOCK_SOCKET_ERROR_SUCCESS ||
-        sock_args_bytes_transferred(e) != 16)
-        t->wrong++;
-    pthread_cond_broadcast(&t->cond);
-    pthread_mutex_unlock(&t->lock);
+    tally_add(token, e, 16, NULL);
 }
 
 /* 64 batched 16-KiB sends to a peer whose 4-KiB window takes almost none of it. */
@@ -490,22 +494,16 @@ static void test_shutdown_with_batches_in_the_kernel_delivers_every_callback(voi
 /* The peer resets the connection with batches in the kernel: every send completes once,
  * whole or with the connection's error (never a success cut short), and so does a send
  * issued after it. */
+static int is_connection_error(int32_t error)
+{
+    return error == SOCK_SOCKET_ERROR_CONNECTION_RESET || error == SOCK_SOCKET_ERROR_SHUTDOWN ||
+           error == SOCK_SOCKET_ERROR_CONNECTION_ABORTED;
+}
+
 static void on_reset_tallied(sock *s, sock_args *e, void *token)
 {
-    tally *t = token;
     (void)s;
-    pthread_mutex_lock(&t->lock);
-    t->callbacks++;
-    int32_t error = sock_args_socket_error(e);
-    if (error == SOCK_SOCKET_ERROR_SUCCESS && sock_args_bytes_transferred(e) == sizeof big[0])
-        t->sent_whole++;
-    else if (error == SOCK_SOCKET_ERROR_CONNECTION_RESET || error == SOCK_SOCKET_ERROR_SHUTDOWN ||
-             error == SOCK_SOCKET_ERROR_CONNECTION_ABORTED)
-        t->aborted++; /* here: failed with the connection's error */
-    else
-        t->wrong++;
-    pthread_cond_broadcast(&t->cond);
-    pthread_mutex_unlock(&t->lock);
+    tally_add(token, e, sizeof big[0], is_connection_error);
 }
 
 static void test_a_reset_with_batches_in_the_kernel_fails_each_send_once(void)
