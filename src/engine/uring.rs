@@ -383,7 +383,9 @@ impl Ring {
             self.free.push(slot);
             let address = Arc::as_ptr(batch.socket()) as usize;
             self.by_socket.remove(&address);
-            self.batch_done(address, batch, result);
+            // Its callbacks run here (Inline dispatch): a bug in one socket's completion
+            // must not take the reactor's other sockets with it, as on the epoll path.
+            super::reactor::survive(|| self.batch_done(address, batch, result));
         }
         readiness
     }
@@ -391,21 +393,23 @@ impl Ring {
     fn batch_done(&mut self, address: usize, mut batch: Box<Batch>, result: i32) {
         if result < 0 {
             let error = match -result {
+                // Whatever a cancelled batch's send says, a close ended it.
+                _ if batch.cancelled => SocketError::OperationAborted,
                 libc::ECANCELED => SocketError::OperationAborted,
-                libc::EAGAIN | libc::EINTR if !batch.cancelled => {
-                    return self.send_batch(address, batch);
-                }
+                libc::EAGAIN | libc::EINTR => return self.send_batch(address, batch),
                 errno => SocketError::from_errno(errno),
             };
             return self.finish(batch, Err(error));
         }
         let mut sent = result as usize;
+        let mut all_sent = true;
         for op in &mut batch.ops {
-            let step = sent.min(total_len(op) - op.done);
+            let total = total_len(op);
+            let step = sent.min(total - op.done);
             op.done += step;
             sent -= step;
+            all_sent &= op.done == total;
         }
-        let all_sent = batch.ops.iter().all(|op| op.done == total_len(op));
         if all_sent {
             self.finish(batch, Ok(()));
         } else if batch.cancelled || batch.socket().is_closed() {
