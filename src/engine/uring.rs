@@ -258,7 +258,10 @@ impl Ring {
     pub fn submit_sends(&mut self, socket: Arc<Socket>) {
         let address = Arc::as_ptr(&socket) as usize;
         if self.by_socket.contains_key(&address) {
-            // Its batch is in the kernel; what queued meanwhile goes when that one is done.
+            // Cannot happen: a queue is handed over only when the reactor does not own it,
+            // and it owns it while its batch is in the kernel (what queues meanwhile goes
+            // when that batch is done). Debug builds say so.
+            debug_assert!(false, "a send queue handed over with its batch in the kernel");
             return;
         }
         let mut batch = self.spare.pop().unwrap_or_else(|| {
