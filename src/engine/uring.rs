@@ -261,7 +261,10 @@ impl Ring {
             // Cannot happen: a queue is handed over only when the reactor does not own it,
             // and it owns it while its batch is in the kernel (what queues meanwhile goes
             // when that batch is done). Debug builds say so.
-            debug_assert!(false, "a send queue handed over with its batch in the kernel");
+            debug_assert!(
+                false,
+                "a send queue handed over with its batch in the kernel"
+            );
             return;
         }
         let mut batch = self.spare.pop().unwrap_or_else(|| {
