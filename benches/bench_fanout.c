@@ -2,7 +2,7 @@
  * bench_fanout: many connections echoing 16 KiB messages through one echo server, with
  * small buffers on the way back so most of the server's sends go pending.
  *
- *   bench_fanout epoll|uv|sa CONNECTIONS SECONDS [REACTOR_THREADS]
+ *   bench_fanout epoll|uv|sa CONNECTIONS SECONDS [THREADS]
  *
  * Prints "ECHOES_PER_SECOND RSS_BYTES_PER_CONNECTION" on stdout and one "stats:" line on
  * stderr: echoes, the server's sends (one per message received), how many of them went
@@ -11,10 +11,9 @@
  * after, the number of threads in the server process, and the CPU time (user + system)
  * of the server and of the client over the timed window, as a percentage of one CPU, and
  * the server's per completed echo (a client at ~100% is the limit, not the server).
- * REACTOR_THREADS (sa only,
- * default 1) is handed to the library before its first use: sock_runtime_configure if the
- * header has it (HAVE_SOCK_RUNTIME_CONFIGURE, set by the Makefile), else the environment
- * variable SOCKASYNC_REACTOR_THREADS; "threads=" shows what the library started.
+ * THREADS (default 1) is the number of server threads that run an event loop: epoll loops,
+ * libuv loops, or sockasync's reactor threads (handed to the library before its first use
+ * with sock_runtime_configure); "threads=" shows how many threads the server process has.
  *
  * Structure. The measured process runs only the echo server of the mechanism under test;
  * the client is a separate (forked) process running a plain edge-triggered epoll loop, the
@@ -38,11 +37,14 @@
  *
  * Servers (all allocate a message buffer only while data is moving, so an idle connection
  * holds none):
- *   epoll  edge-triggered epoll loop on a thread; reads into one scratch buffer and sends
- *          it back; what a send leaves (EAGAIN) is copied to a malloc'd buffer and sent on
- *          EPOLLOUT before reading more.
- *   uv     libuv loop on a thread: uv_listen, uv_accept, uv_read_start (alloc_cb mallocs
- *          16 KiB), uv_write of what was read, freed in the write callback.
+ *   epoll  edge-triggered epoll loops, one per thread, each with its own epoll instance;
+ *          the first also accepts and hands the connections to the loops in turn. Reads
+ *          into the thread's scratch buffer and sends it back; what a send leaves (EAGAIN)
+ *          is copied to a malloc'd buffer and sent on EPOLLOUT before reading more.
+ *   uv     libuv loops, one per thread, each with its own listener on the same port
+ *          (SO_REUSEPORT; the kernel spreads the connections): uv_listen, uv_accept,
+ *          uv_read_start (alloc_cb mallocs 16 KiB), uv_write of what was read, freed in the
+ *          write callback.
  *   sa     sockasync, all from callbacks (on the library's reactor threads): accept; per
  *          connection one args object cycling zero-byte receive (wait for data, no buffer)
  *          -> receive into a malloc'd 16 KiB buffer -> sock_send_async of what arrived ->
@@ -60,7 +62,7 @@
 #include <sys/wait.h>
 #include <uv.h>
 
-#define USAGE "bench_fanout epoll|uv|sa CONNECTIONS SECONDS [REACTOR_THREADS]"
+#define USAGE "bench_fanout epoll|uv|sa CONNECTIONS SECONDS [THREADS]"
 
 /* Small buffers on the path back to the client, so most echoes cannot go out at once: the
  * server's sockets (the listener's, inherited on accept) get SO_SNDBUF 4 KiB and the
@@ -334,7 +336,12 @@ typedef struct {
     unsigned char *out;
 } econn;
 
-static int e_listen_fd, e_ep;
+enum { MAX_THREADS = 64 };
+
+/* THREADS epoll loops, each with its own epoll instance; loop 0 also accepts, handing the
+ * connections to the loops in turn (round-robin, as sockasync spreads its sockets). */
+static int e_listen_fd, e_eps[MAX_THREADS];
+static unsigned e_threads;
 
 static void e_close(econn *c)
 {
@@ -367,7 +374,7 @@ static bool e_flush(econn *c)
 
 static void e_ready(econn *c)
 {
-    static unsigned char buf[BUF];
+    static _Thread_local unsigned char buf[BUF];
     for (;;) {
         if (c->out) {
             if (!e_flush(c))
@@ -411,44 +418,48 @@ static void e_ready(econn *c)
     }
 }
 
+static void e_accept_all(void)
+{
+    static unsigned next;
+    for (;;) {
+        int fd = accept4(e_listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN)
+                return;
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            DIE_ERRNO("epoll server: accept4");
+        }
+        econn *c = calloc(1, sizeof *c);
+        if (!c)
+            DIE("out of memory");
+        c->fd = fd;
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.ptr = c};
+        if (epoll_ctl(e_eps[next++ % e_threads], EPOLL_CTL_ADD, fd, &ev) != 0)
+            DIE_ERRNO("epoll_ctl");
+        atomic_fetch_add(&accepted, 1);
+    }
+}
+
 static void *e_main(void *arg)
 {
-    (void)arg;
+    int ep = *(int *)arg;
     struct epoll_event evs[256];
     for (;;) {
-        int n = epoll_wait(e_ep, evs, 256, -1);
+        int n = epoll_wait(ep, evs, 256, -1);
         if (n < 0 && errno != EINTR)
             DIE_ERRNO("epoll_wait");
         for (int j = 0; j < n; j++) {
-            if (evs[j].data.ptr == NULL) {
-                for (;;) {
-                    int fd = accept4(e_listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-                    if (fd < 0) {
-                        if (errno == EAGAIN)
-                            break;
-                        if (errno == EINTR || errno == ECONNABORTED)
-                            continue;
-                        DIE_ERRNO("epoll server: accept4");
-                    }
-                    econn *c = calloc(1, sizeof *c);
-                    if (!c)
-                        DIE("out of memory");
-                    c->fd = fd;
-                    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET,
-                                             .data.ptr = c};
-                    if (epoll_ctl(e_ep, EPOLL_CTL_ADD, fd, &ev) != 0)
-                        DIE_ERRNO("epoll_ctl");
-                    atomic_fetch_add(&accepted, 1);
-                }
-            } else {
+            if (evs[j].data.ptr == NULL)
+                e_accept_all();
+            else
                 e_ready(evs[j].data.ptr);
-            }
         }
     }
     return NULL;
 }
 
-static int start_epoll(void)
+static int start_epoll(unsigned threads)
 {
     int port;
     e_listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -463,20 +474,34 @@ static int start_epoll(void)
         getsockname(e_listen_fd, (struct sockaddr *)&a, &len) != 0)
         DIE_ERRNO("bind/listen on 127.0.0.1");
     port = ntohs(a.sin_port);
-    e_ep = epoll_create1(EPOLL_CLOEXEC);
+    e_threads = threads;
+    for (unsigned i = 0; i < threads; i++) {
+        e_eps[i] = epoll_create1(EPOLL_CLOEXEC);
+        if (e_eps[i] < 0)
+            DIE_ERRNO("epoll_create1");
+    }
     struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.ptr = NULL};
-    if (e_ep < 0 || epoll_ctl(e_ep, EPOLL_CTL_ADD, e_listen_fd, &ev) != 0)
-        DIE_ERRNO("epoll");
-    pthread_t t;
-    if (pthread_create(&t, NULL, e_main, NULL) != 0)
-        DIE("pthread_create failed");
+    if (epoll_ctl(e_eps[0], EPOLL_CTL_ADD, e_listen_fd, &ev) != 0)
+        DIE_ERRNO("epoll_ctl");
+    for (unsigned i = 0; i < threads; i++) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, e_main, &e_eps[i]) != 0)
+            DIE("pthread_create failed");
+    }
     return port;
 }
 
 /* ==== libuv server ======================================================================= */
 
-static uv_loop_t uv_loop_;
-static uv_tcp_t uv_server;
+/* THREADS libuv loops, each on its own thread with its own listening socket on the same
+ * port (SO_REUSEPORT: the kernel spreads the connections over them), the way a libuv
+ * server uses more than one core (libuv 1.49 names it UV_TCP_REUSEPORT). */
+typedef struct {
+    uv_loop_t loop;
+    uv_tcp_t server;
+} uv_worker;
+
+static uv_worker uv_workers[MAX_THREADS];
 
 typedef struct {
     uv_write_t req;
@@ -533,7 +558,7 @@ static void uv_on_conn(uv_stream_t *server, int status)
     if (status < 0)
         DIE("uv server: listen callback: %s", uv_strerror(status));
     uv_tcp_t *c = xmalloc(sizeof *c);
-    uv_tcp_init(&uv_loop_, c);
+    uv_tcp_init(server->loop, c);
     int rc = uv_accept(server, (uv_stream_t *)c);
     if (rc != 0)
         DIE("uv server: uv_accept: %s", uv_strerror(rc));
@@ -545,33 +570,41 @@ static void uv_on_conn(uv_stream_t *server, int status)
 
 static void *uv_main(void *arg)
 {
-    (void)arg;
-    uv_run(&uv_loop_, UV_RUN_DEFAULT);
+    uv_run(arg, UV_RUN_DEFAULT);
     return NULL;
 }
 
-static int start_uv(void)
+static int start_uv(unsigned threads)
 {
-    uv_loop_init(&uv_loop_);
-    uv_tcp_init(&uv_loop_, &uv_server);
-    struct sockaddr_in a;
-    uv_ip4_addr("127.0.0.1", 0, &a);
-    int rc = uv_tcp_bind(&uv_server, (const struct sockaddr *)&a, 0);
-    if (rc != 0)
-        DIE("uv_tcp_bind: %s", uv_strerror(rc));
-    uv_os_fd_t fd;
-    if (uv_fileno((uv_handle_t *)&uv_server, &fd) != 0)
-        DIE("uv_fileno failed");
-    set_buffer_size(fd, SO_SNDBUF, SERVER_SNDBUF, "setsockopt SO_SNDBUF");
-    rc = uv_listen((uv_stream_t *)&uv_server, backlog(), uv_on_conn);
-    if (rc != 0)
-        DIE("uv_listen: %s", uv_strerror(rc));
-    int len = sizeof a;
-    uv_tcp_getsockname(&uv_server, (struct sockaddr *)&a, &len);
-    pthread_t t;
-    if (pthread_create(&t, NULL, uv_main, NULL) != 0)
-        DIE("pthread_create failed");
-    return ntohs(a.sin_port);
+    int port = 0;
+    for (unsigned i = 0; i < threads; i++) {
+        uv_worker *w = &uv_workers[i];
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        int on = 1;
+        if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0)
+            DIE_ERRNO("uv server: socket with SO_REUSEPORT");
+        set_buffer_size(fd, SO_SNDBUF, SERVER_SNDBUF, "setsockopt SO_SNDBUF");
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof a;
+        if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+            getsockname(fd, (struct sockaddr *)&a, &len) != 0)
+            DIE_ERRNO("uv server: bind on 127.0.0.1");
+        port = ntohs(a.sin_port);
+        uv_loop_init(&w->loop);
+        uv_tcp_init(&w->loop, &w->server);
+        int rc = uv_tcp_open(&w->server, fd);
+        if (rc == 0)
+            rc = uv_listen((uv_stream_t *)&w->server, backlog(), uv_on_conn);
+        if (rc != 0)
+            DIE("uv_listen: %s", uv_strerror(rc));
+    }
+    for (unsigned i = 0; i < threads; i++) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, uv_main, &uv_workers[i].loop) != 0)
+            DIE("pthread_create failed");
+    }
+    return port;
 }
 
 /* ==== sockasync server =================================================================== */
@@ -715,15 +748,8 @@ static void sa_on_accept(sock *s, sock_args *e, void *token)
 /* Before the library's first use: how many reactor threads it runs, callbacks inline. */
 static void sa_configure(uint32_t reactor_threads)
 {
-#ifdef HAVE_SOCK_RUNTIME_CONFIGURE
     if (!sock_runtime_configure(reactor_threads, SOCK_DISPATCH_INLINE))
         DIE_SOCK("sock_runtime_configure");
-#else
-    char v[16];
-    snprintf(v, sizeof v, "%u", (unsigned)reactor_threads);
-    if (setenv("SOCKASYNC_REACTOR_THREADS", v, 1) != 0)
-        DIE_ERRNO("setenv SOCKASYNC_REACTOR_THREADS");
-#endif
 }
 
 static int start_sa(void)
@@ -768,8 +794,8 @@ int main(int argc, char **argv)
     nconn = parse_count(argv[2], USAGE);
     double seconds = (double)parse_count(argv[3], USAGE);
     uint64_t reactor_threads = argc == 5 ? parse_count(argv[4], USAGE) : 1;
-    if (reactor_threads > 64 || (reactor_threads != 1 && strcmp(m, "sa") != 0)) {
-        fprintf(stderr, "usage: %s (REACTOR_THREADS: 1-64, sa only)\n", USAGE);
+    if (reactor_threads == 0 || reactor_threads > MAX_THREADS) {
+        fprintf(stderr, "usage: %s (THREADS: 1-64)\n", USAGE);
         return 2;
     }
     raise_nofile();
@@ -789,8 +815,8 @@ int main(int argc, char **argv)
     close(to_client[0]);
     close(from_client[1]);
 
-    int port = strcmp(m, "epoll") == 0 ? start_epoll()
-               : strcmp(m, "uv") == 0  ? start_uv()
+    int port = strcmp(m, "epoll") == 0 ? start_epoll((unsigned)reactor_threads)
+               : strcmp(m, "uv") == 0  ? start_uv((unsigned)reactor_threads)
                                        : (sa_configure((uint32_t)reactor_threads), start_sa());
     usleep(100000);
     long before = proc_status("VmRSS:");

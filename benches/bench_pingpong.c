@@ -3,7 +3,7 @@
  * the 64-byte response; an echo server sends every byte back. TCP_NODELAY on both ends,
  * loopback TCP, both ends in this one process (the server on its own thread), no pinning.
  *
- *   bench_pingpong raw|uv|sa|sa-cb ROUND_TRIPS [WARMUP]      (WARMUP defaults to 1000)
+ *   bench_pingpong raw|uv|sa|sa-wait ROUND_TRIPS [WARMUP]      (WARMUP defaults to 1000)
  *
  * Prints "P50 P99" (microseconds per round trip, over ROUND_TRIPS after WARMUP untimed
  * ones) on stdout and a "stats:" line on stderr. Each request carries its sequence number
@@ -14,27 +14,30 @@
  *   uv   both ends on libuv, each with its own loop on its own thread: the server echoes
  *        from its uv_read_start callback with uv_write; the client uv_writes the request
  *        and collects the response in its read callback, then writes the next one.
- *   sa   both ends on sockasync: the server keeps a receive pending whose callback (on the
- *        reactor thread) sends the bytes back and then receives again (synchronous
- *        completions handled inline, as in examples-c/echo_server.c); the client thread
- *        issues sock_send_async then sock_receive_async, waiting on a semaphore whenever
- *        one goes pending.
- *   sa-cb  both ends on sockasync and both driven from callbacks, each end on its own
- *        reactor thread (2 reactor threads, Inline dispatch): the server as in sa; the
- *        client's receive callback checks the response and sends the next request, then
- *        receives again. The way libuv's client runs here (in its own loop's callbacks),
- *        without sa's hand-off from the reactor to a waiting client thread.
+ *   sa   both ends on sockasync and both driven from callbacks, each end on its own
+ *        reactor thread (2 reactor threads, Inline dispatch): the server keeps a receive
+ *        pending whose callback (on the reactor thread) sends the bytes back and then
+ *        receives again (synchronous completions handled inline, as in
+ *        examples-c/echo_server.c); the client's receive callback checks the response and
+ *        sends the next request, then receives again. The way libuv's and tokio's clients
+ *        run here (in their own loop's callbacks or tasks).
+ *   sa-wait  the server as in sa, one reactor thread; the client is an application thread
+ *        that issues sock_send_async then sock_receive_async, waiting on a semaphore
+ *        whenever one goes pending: every round trip also crosses the hand-off from the
+ *        reactor thread (which completes the client's receive) to the waiting client thread.
  *
- * Why it is fair: in every case each round trip crosses the same two thread hand-offs
- * (client thread -> server side -> client thread: the server thread for raw and libuv, the
- * library's reactor thread for sockasync), with the same message, options and checks. The
- * timer is the same clock_gettime around the request's send and the response's arrival.
+ * Why it is fair: in raw, uv and sa (and tokio's benches/tokio) each round trip crosses the
+ * same two thread hand-offs, client end -> server end -> client end, each end on its own
+ * thread (raw: two threads blocking in recv; uv, sa, tokio: each end's event loop on its
+ * own thread), with the same message, options and checks. sa-wait adds a third (the
+ * reactor thread to the waiting client thread). The timer is the same clock_gettime around
+ * the request's send and the response's arrival.
  */
 #include "bench_common.h"
 
 #include <uv.h>
 
-#define USAGE "bench_pingpong raw|uv|sa|sa-cb ROUND_TRIPS [WARMUP]"
+#define USAGE "bench_pingpong raw|uv|sa|sa-wait ROUND_TRIPS [WARMUP]"
 
 enum { MSG = 64, SERVER_BUFFER = 64 * 1024 };
 
@@ -403,7 +406,7 @@ static void sa_srv_completed(sock *s, sock_args *e, void *token)
         sem_post(&srv->ended);
 }
 
-/* sa-cb's client: every round trip runs in its callbacks. */
+/* sa's client: every round trip runs in its callbacks. */
 typedef struct {
     sock *s;
     sock_args *send, *recv;
@@ -485,7 +488,7 @@ static void sacb_on_receive(sock *s, sock_args *e, void *token)
         sacb_receive(c);
 }
 
-static bool callbacks_client; /* sa-cb */
+static bool callbacks_client; /* sa (sa-wait: false) */
 
 static void run_sa(void)
 {
@@ -636,8 +639,9 @@ int main(int argc, char **argv)
     bench_init("bench_pingpong");
     if (argc != 3 && argc != 4)
         parse_mech(NULL, USAGE);
-    callbacks_client = strcmp(argv[1], "sa-cb") == 0;
-    enum mech mech = callbacks_client ? MECH_SA : parse_mech(argv[1], USAGE);
+    bool waiting_client = strcmp(argv[1], "sa-wait") == 0;
+    enum mech mech = waiting_client ? MECH_SA : parse_mech(argv[1], USAGE);
+    callbacks_client = mech == MECH_SA && !waiting_client;
     rounds = parse_count(argv[2], USAGE);
     warmup = argc == 4 ? strtoull(argv[3], NULL, 10) : 1000;
     total_rounds = warmup + rounds;

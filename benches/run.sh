@@ -8,8 +8,8 @@
 #   4. fan-out       C connections (10,000; --quick 1,000) echoing 16 KiB messages through
 #                    one echo server, server SO_SNDBUF 4 KiB and client SO_RCVBUF 4 KiB so
 #                    most server sends go pending: echoes/s, pending share, RSS bytes per
-#                    idle connection; sockasync with 1 and with 2 reactor threads (here "raw"
-#                    is a hand-written edge-triggered epoll server)
+#                    idle connection; each server with 1 and with 2 threads (here "raw" is a
+#                    hand-written edge-triggered epoll server)
 # tokio (benches/tokio, its own cargo package, built here in release mode) takes part in 1
 # and 3. The io_uring backend takes part in every scenario, alternating with the rest:
 # "sa-batch" in 1 (the batched path: SOCK_OPTION_BATCH_SENDS, 256 args in turn), and
@@ -119,12 +119,9 @@ else
 fi
 TOKIO_VERSION=$(awk '/^name = "tokio"$/ { getline; gsub(/[^0-9.]/, ""); print }' "$ROOT/benches/tokio/Cargo.lock")
 
-# Two reactor threads for the fan-out only once the library has the setting.
-if grep -q 'sock_runtime_configure' "$ROOT/include/sockasync.h"; then
-  FAN_MECHS=(raw uv sa sa2)
-else
-  FAN_MECHS=(raw uv sa)
-fi
+# The fan-out with 1 server thread, then with 2 (raw2, uv2, sa2: two epoll loops, two libuv
+# loops, two reactor threads).
+FAN_MECHS=(raw uv sa raw2 uv2 sa2)
 
 START_SECONDS=$SECONDS
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -167,7 +164,6 @@ command_of() {
     small.tokio) [ -z "$TOKIO_BIN" ] || echo "$TOKIO_BIN small $SMALL_N" ;;
     small.*) echo "$B/bench_small $2 $SMALL_N" ;;
     ping.sa-uring) echo "${URING[*]} $B/bench_pingpong sa $PING_N $PING_WARMUP" ;;
-    ping.sa-cb) echo "$B/bench_pingpong sa-cb $PING_N $PING_WARMUP" ;;
     ping.tokio) [ -z "$TOKIO_BIN" ] || echo "$TOKIO_BIN pingpong $PING_N $PING_WARMUP" ;;
     ping.*) echo "$B/bench_pingpong $2 $PING_N $PING_WARMUP" ;;
   esac
@@ -231,37 +227,45 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 
 # ---- 3. ping-pong -------------------------------------------------------------------------
-log "== 3. ping-pong: $PING_N round trips after $PING_WARMUP, $ROUNDS rounds (raw uv sa tokio sa-uring sa-cb)"
+# Each mechanism twice per round: unpinned (the scheduler places the two ends; on a VM a
+# wake-up across vCPUs dominates the round trip) and with the whole process on CPU 0
+# ("one": both ends on one core, where the software path's cost shows).
+ONE_CORE=(taskset -c 0)
+log "== 3. ping-pong: $PING_N round trips after $PING_WARMUP, $ROUNDS rounds (raw uv sa tokio sa-uring sa-wait, each unpinned and on one core)"
 for ((r = 1; r <= ROUNDS; r++)); do
   line="   round $r:"
-  for m in "${MECHS_TOKIO[@]}" sa-uring sa-cb; do
-    # shellcheck disable=SC2046 # the command line is split on purpose
-    v=$(run_one "ping-$m-r$r" $(command_of ping "$m"))
-    if [ "$v" = FAIL ]; then
-      FAILURES=$((FAILURES + 1))
-      VALUES[p50.$m]+="FAIL "
-      VALUES[p99.$m]+="FAIL "
-    else
-      read -r p50 p99 <<<"$v"
-      VALUES[p50.$m]+="$p50 "
-      VALUES[p99.$m]+="$p99 "
-    fi
-    line+=" $m ${v/ //} us"
+  for m in "${MECHS_TOKIO[@]}" sa-uring sa-wait; do
+    for placement in "" one; do
+      # shellcheck disable=SC2207 # the command line is split on purpose
+      cmd=($(command_of ping "$m"))
+      [ -n "$placement" ] && [ ${#cmd[@]} -gt 0 ] && cmd=("${ONE_CORE[@]}" "${cmd[@]}")
+      v=$(run_one "ping$placement-$m-r$r" "${cmd[@]}")
+      if [ "$v" = FAIL ]; then
+        FAILURES=$((FAILURES + 1))
+        VALUES[p50$placement.$m]+="FAIL "
+        VALUES[p99$placement.$m]+="FAIL "
+      else
+        read -r p50 p99 <<<"$v"
+        VALUES[p50$placement.$m]+="$p50 "
+        VALUES[p99$placement.$m]+="$p99 "
+      fi
+      line+=" $m${placement:+ (one core)} ${v/ //} us"
+    done
   done
   log "$line"
 done
 
 # ---- 4. fan-out --------------------------------------------------------------------------
-log "== 4. fan-out: $FAN_CONNS connections x 16 KiB echoes for $FAN_SECONDS s, $ROUNDS rounds (${FAN_MECHS[*]}; raw = epoll, sa2 = 2 reactor threads)"
+log "== 4. fan-out: $FAN_CONNS connections x 16 KiB echoes for $FAN_SECONDS s, $ROUNDS rounds (${FAN_MECHS[*]} sa-uring; raw = epoll, 2 = two server threads)"
 for ((r = 1; r <= ROUNDS; r++)); do
   line="   round $r:"
   for m in "${FAN_MECHS[@]}" sa-uring; do
     case $m in
-      raw) cmd=(epoll "$FAN_CONNS" "$FAN_SECONDS") ;;
+      raw) cmd=(epoll "$FAN_CONNS" "$FAN_SECONDS" 1) ;;
+      raw2) cmd=(epoll "$FAN_CONNS" "$FAN_SECONDS" 2) ;;
       sa-uring) cmd=(sa "$FAN_CONNS" "$FAN_SECONDS" 1) ;;
-      sa) cmd=(sa "$FAN_CONNS" "$FAN_SECONDS" 1) ;;
-      sa2) cmd=(sa "$FAN_CONNS" "$FAN_SECONDS" 2) ;;
-      *) cmd=("$m" "$FAN_CONNS" "$FAN_SECONDS") ;;
+      *2) cmd=("${m%2}" "$FAN_CONNS" "$FAN_SECONDS" 2) ;;
+      *) cmd=("$m" "$FAN_CONNS" "$FAN_SECONDS" 1) ;;
     esac
     if [ "$m" = sa-uring ]; then
       v=$(run_one "fanout-$m-r$r" "${URING[@]}" BENCH_BATCH_SENDS=1 "$B/bench_fanout" "${cmd[@]}")
@@ -357,13 +361,19 @@ ok_stream=$(a=$(rom stream raw); b=$(rom stream uv); { [ "$a" = FAIL ] || [ "$b"
 SA_OWN_STRUCT=48
 sa_lib_mem=$(m=$(median ${VALUES[fanmem.sa]}); [ "$m" = FAIL ] && echo FAIL || awk -v m="$m" -v o="$SA_OWN_STRUCT" 'BEGIN { printf "%.0f", m - o }')
 ok_fanmem=$([ "$sa_lib_mem" = FAIL ] && echo FAIL || check "m <= 256" -v m="$sa_lib_mem")
-if [ -n "${VALUES[fan.sa2]:-}" ]; then
-  ok_fan2=$(b=$(rom fan uv sa2); [ "$b" = FAIL ] && echo FAIL || check "b >= 1.2" -v b="$b")
-else
-  ok_fan2="not run"
-fi
+# Against libuv with one loop (libuv's usual server) and with two (like for like).
+ok_fan2=$(a=$(rom fan uv sa2); b=$(rom fan uv2 sa2); { [ "$a" = FAIL ] || [ "$b" = FAIL ]; } && echo FAIL || check "a >= 1.2 && b >= 1.2" -v a="$a" -v b="$b")
 ok_batch=$(r=$(rom small raw sa-batch); [ "$r" = FAIL ] && echo FAIL || check "r <= 0.85" -v r="$r")
-ok_p50=$(a=$(rom p50 raw); b=$(rom p50 uv); c=$(rom p50 tokio); { [ "$a" = FAIL ] || [ "$b" = FAIL ] || [ "$c" = FAIL ]; } && echo FAIL || check "a <= 1.05 && b < 1.0 && c < 1.0" -v a="$a" -v b="$b" -v c="$c")
+# ok_p50 SCENARIO: the ping-pong target on one placement (p50: unpinned, p50one: one core).
+ok_p50() {
+  local a b c
+  a=$(rom "$1" raw)
+  b=$(rom "$1" uv)
+  c=$(rom "$1" tokio)
+  if [ "$a" = FAIL ] || [ "$b" = FAIL ] || [ "$c" = FAIL ]; then echo FAIL; else check "a <= 1.05 && b < 1.0 && c < 1.0" -v a="$a" -v b="$b" -v c="$c"; fi
+}
+ok_p50_free=$(ok_p50 p50)
+ok_p50_one=$(ok_p50 p50one)
 
 # spread VALUES...: "median (min-max)", or FAIL. SPREAD_FORMAT (a printf format for the
 # median, default %.0f) may precede the call.
@@ -389,23 +399,13 @@ fan_cpu() {
   c=$(fmt %.1f "$(median ${VALUES[fancpu.$1]:-FAIL})")
   echo "$c (client $(fmt %.0f "$(median ${EXTRA[fanclient.$1]:-FAIL})")%)"
 }
-# The 2-thread row, or why there is none.
-if [ -n "${VALUES[fan.sa2]:-}" ]; then
-  fan2_pending=$(pct_spread ${EXTRA[fan.sa2]})
-  fan2_threads=$(median ${EXTRA[fanthreads.sa2]})
-  fan2_mem=$(fmt %.0f "$(median ${VALUES[fanmem.sa2]})")
-  fan2_cpu="$(fan_cpu sa2), / raw $(ratio fancpu raw sa2), / libuv $(ratio fancpu uv sa2)"
-
-  fan2_note="server process threads: $fan2_threads (1 reactor thread: $fan_threads)"
-  if [ "$(check "b + 0 > 0 && b <= a" -v a="$fan_threads" -v b="$fan2_threads")" = yes ]; then
-    fan2_note+="; the library did not start a second reactor thread"
-  fi
-  fan2_row="| 4. fan-out, sockasync with 2 reactor threads ($fan2_note) | completed echoes/s (higher is better) | $(fmt %.0f "$(median ${VALUES[fan.raw]})") | $(fmt %.0f "$(median ${VALUES[fan.uv]})") | | $(fmt %.0f "$(median ${VALUES[fan.sa2]})") | $(ratio fan raw sa2) | $(ratio fan uv sa2) | | >= 1.2x libuv completions/s with 2 reactor threads | $ok_fan2 |"
-else
-  fan2_pending="not run"
-  fan2_mem="not run"
-  fan2_cpu="not run"
-  fan2_row="| 4. fan-out, sockasync with 2 reactor threads | completed echoes/s (higher is better) | | | | not run: include/sockasync.h has no sock_runtime_configure yet | | | | >= 1.2x libuv completions/s with 2 reactor threads | not run |"
+fan2_pending=$(pct_spread ${EXTRA[fan.sa2]})
+fan2_pending_raw=$(pct_spread ${EXTRA[fan.raw2]})
+fan2_pending_uv=$(pct_spread ${EXTRA[fan.uv2]})
+fan2_threads=$(median ${EXTRA[fanthreads.sa2]})
+fan2_note="server process threads: sockasync $fan2_threads (1 reactor thread: $fan_threads)"
+if [ "$(check "b + 0 > 0 && b <= a" -v a="$fan_threads" -v b="$fan2_threads")" = yes ]; then
+  fan2_note+="; the library did not start a second reactor thread"
 fi
 
 mb=$((STREAM_BYTES / 1024 / 1024))
@@ -420,7 +420,7 @@ table() {
 
 $(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit, $(nproc) CPUs, kernel $(uname -r), libuv $(pkg-config --modversion libuv), tokio ${TOKIO_VERSION:-?} (${TOKIO_BUILD}).
 $ROUNDS rounds, mechanisms alternating in every round (raw, libuv, sockasync, tokio; in the
-fan-out sockasync with 1 and with 2 reactor threads); each cell is the median over the
+fan-out each server with 1 and with 2 threads); each cell is the median over the
 rounds. A ratio cell is sockasync's median / the other's median, then in parentheses the
 median and range of the per-round (paired) ratios. Whole run: ${ELAPSED} s; load average
 before ${LOAD_BEFORE}, after ${LOAD_AFTER} (other work on the machine makes absolute
@@ -432,14 +432,17 @@ numbers noisy; the paired ratios are what to read).
 | 1. small sends | sends that hit EAGAIN (raw, libuv, tokio) or went pending (sockasync) per run: median (min-max) | $small_eagain_raw | $small_eagain_uv | $small_eagain_tokio | $small_pending | | | | | |
 | 1. small sends under callgrind: $(thousands "$CALLGRIND_N") x 64 B, Ir of the toggled send function | user-space instructions (Ir) per call | ${IR_PER_CALL[raw]} | ${IR_PER_CALL[uv]} | n/a | ${IR_PER_CALL[sa]} | $(awk -v a="${IR_PER_CALL[sa]}" -v b="${IR_PER_CALL[raw]}" 'BEGIN { if (a+0 && b+0) printf "%.2f", a/b; else print "FAIL" }') | $(awk -v a="${IR_PER_CALL[sa]}" -v b="${IR_PER_CALL[uv]}" 'BEGIN { if (a+0 && b+0) printf "%.2f", a/b; else print "FAIL" }') | | <= 100 per synchronous sock_send_async | $ok_ir |
 | 2. streaming: $stream_size in 64 KiB sends to a reader thread | GB/s (higher is better) | $(fmt %.2f "$(median ${VALUES[stream.raw]})") | $(fmt %.2f "$(median ${VALUES[stream.uv]})") | | $(fmt %.2f "$(median ${VALUES[stream.sa]})") | $(ratio stream raw) | $(ratio stream uv) | | >= 0.97x raw blocking, >= 1.00x libuv | $ok_stream |
-| 3. ping-pong: 64 B, TCP_NODELAY, $(thousands "$PING_N") round trips; both ends in one process, 2 threads, unpinned | p50 round trip, us (lower is better) | $(fmt %.1f "$(median ${VALUES[p50.raw]})") | $(fmt %.1f "$(median ${VALUES[p50.uv]})") | $(fmt %.1f "$(median ${VALUES[p50.tokio]})") | $(fmt %.1f "$(median ${VALUES[p50.sa]})") | $(ratio p50 raw) | $(ratio p50 uv) | $(ratio p50 tokio) | <= 1.05x raw, < libuv, < tokio | $ok_p50 |
+| 3. ping-pong: 64 B, TCP_NODELAY, $(thousands "$PING_N") round trips; both ends in one process, each end on its own thread, unpinned (sockasync: both ends driven from their callbacks, 2 reactor threads) | p50 round trip, us (lower is better) | $(fmt %.1f "$(median ${VALUES[p50.raw]})") | $(fmt %.1f "$(median ${VALUES[p50.uv]})") | $(fmt %.1f "$(median ${VALUES[p50.tokio]})") | $(fmt %.1f "$(median ${VALUES[p50.sa]})") | $(ratio p50 raw) | $(ratio p50 uv) | $(ratio p50 tokio) | <= 1.05x raw, < libuv, < tokio | $ok_p50_free |
 | 3. ping-pong | p99 round trip, us | $(fmt %.1f "$(median ${VALUES[p99.raw]})") | $(fmt %.1f "$(median ${VALUES[p99.uv]})") | $(fmt %.1f "$(median ${VALUES[p99.tokio]})") | $(fmt %.1f "$(median ${VALUES[p99.sa]})") | $(ratio p99 raw) | $(ratio p99 uv) | $(ratio p99 tokio) | | |
-| 3. ping-pong, sockasync's client driven from its callbacks too, each end on its own reactor thread (as libuv's and tokio's ends each run their own loop) | p50 round trip, us (lower is better) | $(fmt %.1f "$(median ${VALUES[p50.raw]})") | $(fmt %.1f "$(median ${VALUES[p50.uv]})") | $(fmt %.1f "$(median ${VALUES[p50.tokio]})") | $(fmt %.1f "$(median ${VALUES[p50.sa-cb]:-FAIL})") | $(ratio p50 raw sa-cb) | $(ratio p50 uv sa-cb) | $(ratio p50 tokio sa-cb) | (the target row is the one above) | |
-| 4. fan-out: $(thousands "$FAN_CONNS") connections, 16 KiB echoes for $FAN_SECONDS s, server SO_SNDBUF 4 KiB, client SO_RCVBUF 4 KiB; raw = hand-written edge-triggered epoll server; client a separate epoll process; sockasync with 1 reactor thread (server process threads: $fan_threads) | completed echoes/s (higher is better) | $(fmt %.0f "$(median ${VALUES[fan.raw]})") | $(fmt %.0f "$(median ${VALUES[fan.uv]})") | | $(fmt %.0f "$(median ${VALUES[fan.sa]})") | $(ratio fan raw) | $(ratio fan uv) | | (the target is for 2 reactor threads, next row) | |
-$fan2_row
-| 4. fan-out | server sends that went pending (sockasync: sock_send_async returned true; epoll: EAGAIN before the whole message was out; libuv: uv_write left bytes queued), % of sends: median (min-max) | $fan_pending_raw | $fan_pending_uv | | $fan_pending (2 reactor threads: $fan2_pending) | | | | most sends pending | |
-| 4. fan-out | server CPU (user + system, all threads) per completed echo, us (lower is better); in parentheses the client process's CPU, % of one CPU (near 100%: the client is the limit) | $(fan_cpu raw) | $(fan_cpu uv) | | $(fan_cpu sa) (2 reactor threads: $fan2_cpu) | $(ratio fancpu raw) | $(ratio fancpu uv) | | | |
-| 4. fan-out | server RSS bytes per idle connection (lower is better; sockasync's includes the bench's own 48-B per-connection struct) | $(fmt %.0f "$(median ${VALUES[fanmem.raw]})") | $(fmt %.0f "$(median ${VALUES[fanmem.uv]})") | | $(fmt %.0f "$(median ${VALUES[fanmem.sa]})") (2 reactor threads: $fan2_mem) | $(ratio fanmem raw) | $(ratio fanmem uv) | | <= 256 B library memory per idle connection (RSS less the 48-B struct: $sa_lib_mem B) | $ok_fanmem |
+| 3. ping-pong, both ends on one core (the process on CPU 0, taskset -c 0: the placement of the issue's reference figures) | p50 round trip, us (lower is better) | $(fmt %.1f "$(median ${VALUES[p50one.raw]})") | $(fmt %.1f "$(median ${VALUES[p50one.uv]})") | $(fmt %.1f "$(median ${VALUES[p50one.tokio]})") | $(fmt %.1f "$(median ${VALUES[p50one.sa]})") | $(ratio p50one raw) | $(ratio p50one uv) | $(ratio p50one tokio) | <= 1.05x raw, < libuv, < tokio | $ok_p50_one |
+| 3. ping-pong, one core | p99 round trip, us | $(fmt %.1f "$(median ${VALUES[p99one.raw]})") | $(fmt %.1f "$(median ${VALUES[p99one.uv]})") | $(fmt %.1f "$(median ${VALUES[p99one.tokio]})") | $(fmt %.1f "$(median ${VALUES[p99one.sa]})") | $(ratio p99one raw) | $(ratio p99one uv) | $(ratio p99one tokio) | | |
+| 3. ping-pong, sockasync's client an application thread that waits for each completion (1 reactor thread; each round trip also crosses the hand-off from the reactor to the waiting thread) | p50 round trip, us (lower is better) | $(fmt %.1f "$(median ${VALUES[p50.raw]})") | $(fmt %.1f "$(median ${VALUES[p50.uv]})") | $(fmt %.1f "$(median ${VALUES[p50.tokio]})") | $(fmt %.1f "$(median ${VALUES[p50.sa-wait]:-FAIL})") | $(ratio p50 raw sa-wait) | $(ratio p50 uv sa-wait) | $(ratio p50 tokio sa-wait) | (reported) | |
+| 3. ping-pong, the waiting client, one core | p50 round trip, us (lower is better) | $(fmt %.1f "$(median ${VALUES[p50one.raw]})") | $(fmt %.1f "$(median ${VALUES[p50one.uv]})") | $(fmt %.1f "$(median ${VALUES[p50one.tokio]})") | $(fmt %.1f "$(median ${VALUES[p50one.sa-wait]:-FAIL})") | $(ratio p50one raw sa-wait) | $(ratio p50one uv sa-wait) | $(ratio p50one tokio sa-wait) | (reported) | |
+| 4. fan-out: $(thousands "$FAN_CONNS") connections, 16 KiB echoes for $FAN_SECONDS s, server SO_SNDBUF 4 KiB, client SO_RCVBUF 4 KiB; raw = hand-written edge-triggered epoll server; client a separate epoll process; 1 server thread (sockasync: 1 reactor thread; server process threads: $fan_threads) | completed echoes/s (higher is better) | $(fmt %.0f "$(median ${VALUES[fan.raw]})") | $(fmt %.0f "$(median ${VALUES[fan.uv]})") | | $(fmt %.0f "$(median ${VALUES[fan.sa]})") | $(ratio fan raw) | $(ratio fan uv) | | (the target is for 2 threads, next row) | |
+| 4. fan-out with 2 server threads: 2 epoll loops (raw; the first accepts and deals the connections out in turn), 2 libuv loops (each its own SO_REUSEPORT listener), 2 reactor threads ($fan2_note) | completed echoes/s (higher is better) | $(fmt %.0f "$(median ${VALUES[fan.raw2]})") | $(fmt %.0f "$(median ${VALUES[fan.uv2]})") | | $(fmt %.0f "$(median ${VALUES[fan.sa2]})") | $(ratio fan raw2 sa2) | $(ratio fan uv2 sa2) | | >= 1.2x libuv completions/s with 2 reactor threads: against libuv with 1 loop $(ratio fan uv sa2), with 2 loops (left) | $ok_fan2 |
+| 4. fan-out | server sends that went pending (sockasync: sock_send_async returned true; epoll: EAGAIN before the whole message was out; libuv: uv_write left bytes queued), % of sends: median (min-max) | $fan_pending_raw (2 loops: $fan2_pending_raw) | $fan_pending_uv (2 loops: $fan2_pending_uv) | | $fan_pending (2 reactor threads: $fan2_pending) | | | | most sends pending | |
+| 4. fan-out | server CPU (user + system, all threads) per completed echo, us (lower is better); in parentheses the client process's CPU, % of one CPU (near 100%: the client is the limit); then the same with 2 server threads | $(fan_cpu raw); 2 loops: $(fan_cpu raw2) | $(fan_cpu uv); 2 loops: $(fan_cpu uv2) | | $(fan_cpu sa); 2 reactor threads: $(fan_cpu sa2) | $(ratio fancpu raw); 2 threads: $(ratio fancpu raw2 sa2) | $(ratio fancpu uv); 2 threads: $(ratio fancpu uv2 sa2) | | | |
+| 4. fan-out | server RSS bytes per idle connection (lower is better; sockasync's includes the bench's own 48-B per-connection struct) | $(fmt %.0f "$(median ${VALUES[fanmem.raw]})") | $(fmt %.0f "$(median ${VALUES[fanmem.uv]})") | | $(fmt %.0f "$(median ${VALUES[fanmem.sa]})") (2 reactor threads: $(fmt %.0f "$(median ${VALUES[fanmem.sa2]})")) | $(ratio fanmem raw) | $(ratio fanmem uv) | | <= 256 B library memory per idle connection (RSS less the 48-B struct: $sa_lib_mem B) | $ok_fanmem |
 
 ### The io_uring backend (same run, alternating with the rows above)
 
@@ -448,6 +451,7 @@ $fan2_row
 | 1. small sends through the batched path (SOCK_OPTION_BATCH_SENDS; every send pending: $(spread ${EXTRA[small.sa-batch]:-FAIL}) per run) | ns per send (lower is better) | $(fmt %.0f "$(median ${VALUES[small.raw]})") | $(fmt %.0f "$(median ${VALUES[small.uv]})") | $(fmt %.0f "$(median ${VALUES[small.sa]})") | $(fmt %.0f "$(median ${VALUES[small.sa-batch]:-FAIL})") | $(ratio small raw sa-batch) | $(ratio small uv sa-batch) | $(ratio small sa sa-batch) | <= 0.85x raw send(2) | $ok_batch |
 | 2. streaming (readiness through the ring, sends tried at once as on epoll) | GB/s (higher is better) | $(fmt %.2f "$(median ${VALUES[stream.raw]})") | $(fmt %.2f "$(median ${VALUES[stream.uv]})") | $(fmt %.2f "$(median ${VALUES[stream.sa]})") | $(fmt %.2f "$(median ${VALUES[stream.sa-uring]:-FAIL})") | $(ratio stream raw sa-uring) | $(ratio stream uv sa-uring) | $(ratio stream sa sa-uring) | (reported) | |
 | 3. ping-pong p50 | us (lower is better) | $(fmt %.1f "$(median ${VALUES[p50.raw]})") | $(fmt %.1f "$(median ${VALUES[p50.uv]})") | $(fmt %.1f "$(median ${VALUES[p50.sa]})") | $(fmt %.1f "$(median ${VALUES[p50.sa-uring]:-FAIL})") | $(ratio p50 raw sa-uring) | $(ratio p50 uv sa-uring) | $(ratio p50 sa sa-uring) | (reported) | |
+| 3. ping-pong p50, one core | us (lower is better) | $(fmt %.1f "$(median ${VALUES[p50one.raw]})") | $(fmt %.1f "$(median ${VALUES[p50one.uv]})") | $(fmt %.1f "$(median ${VALUES[p50one.sa]})") | $(fmt %.1f "$(median ${VALUES[p50one.sa-uring]:-FAIL})") | $(ratio p50one raw sa-uring) | $(ratio p50one uv sa-uring) | $(ratio p50one sa sa-uring) | (reported) | |
 | 4. fan-out, 1 reactor thread, batched echo sends | completed echoes/s (higher is better) | $(fmt %.0f "$(median ${VALUES[fan.raw]})") | $(fmt %.0f "$(median ${VALUES[fan.uv]})") | $(fmt %.0f "$(median ${VALUES[fan.sa]})") | $(fmt %.0f "$(median ${VALUES[fan.sa-uring]:-FAIL})") | $(ratio fan raw sa-uring) | $(ratio fan uv sa-uring) | $(ratio fan sa sa-uring) | (reported) | |
 | 4. fan-out | server CPU per completed echo, us (lower is better) | $(fan_cpu raw) | $(fan_cpu uv) | $(fan_cpu sa) | $(fan_cpu sa-uring) | $(ratio fancpu raw sa-uring) | $(ratio fancpu uv sa-uring) | $(ratio fancpu sa sa-uring) | | |
 
@@ -476,15 +480,17 @@ How each was run (programs in benches/, built by benches/Makefile with -O2):
   while sends complete synchronously and from the completion callback (reactor thread)
   after one went pending (pending sends per run: ${stream_pending}).
 - 3. ping-pong (bench_pingpong): TCP_NODELAY on both ends, both ends in one process on two
-  threads, nothing pinned (the scheduler places the threads; placement on this VM moves
-  latency a lot). $PING_WARMUP untimed round trips first; every response is compared with
+  threads; every mechanism runs twice in each round: nothing pinned (the scheduler places
+  the threads; placement on this VM moves latency a lot) and the whole process on CPU 0
+  (taskset -c 0, so both ends share one core and every hand-off is a context switch there). $PING_WARMUP untimed round trips first; every response is compared with
   its request. raw: blocking send/recv, server on its own thread. libuv: both ends on
-  libuv (uv_read_start + uv_write), each with its own loop and thread. sockasync: both ends
-  on sockasync: the server's pending receive completes on the reactor thread, whose callback
-  sends the echo and receives again; the client thread issues sock_send_async then
-  sock_receive_async and waits on a semaphore when one goes pending (the "callbacks" row:
-  bench_pingpong sa-cb, 2 reactor threads, the client's receive callback checks the
-  response and sends the next request). tokio: both ends on
+  libuv (uv_read_start + uv_write), each with its own loop and thread. sockasync
+  (bench_pingpong sa): both ends on sockasync, 2 reactor threads (the server's socket on one,
+  the client's on the other): the server's pending receive completes on its reactor thread,
+  whose callback sends the echo and receives again; the client's receive callback checks the
+  response and sends the next request (the row with the waiting client: bench_pingpong
+  sa-wait, 1 reactor thread, the client thread issues sock_send_async then
+  sock_receive_async and waits on a semaphore when one goes pending). tokio: both ends on
   tokio, each with its own current-thread runtime on its own thread (as libuv's), the
   server read + write_all, the client write_all + read_exact.
 - 4. fan-out (bench_fanout): the measured process runs only the echo server; the client is
@@ -502,11 +508,14 @@ How each was run (programs in benches/, built by benches/Makefile with -O2):
   connections accepted and idle - VmRSS before connecting) / count; it includes the server
   program's own per-connection struct (epoll 32 B, sockasync 48 B with malloc's header) but
   no message buffer (each server allocates one only while data moves). raw: epoll, reads
-  into one scratch buffer, copies what a send leaves. libuv: uv_read_start + uv_write, a
+  into a scratch buffer, copies what a send leaves. libuv: uv_read_start + uv_write, a
   malloc'd buffer per read. sockasync: from callbacks: accept, then per connection one
   args cycling zero-byte receive -> receive into a malloc'd buffer -> sock_send_async ->
-  free; 1 or 2 reactor threads (bench_fanout's fourth argument, given to the library before
-  its first use), callbacks inline on them.
+  free; callbacks inline on the reactor threads. With 2 server threads (bench_fanout's
+  fourth argument): raw runs 2 epoll loops (the first accepts and hands the connections to
+  the two in turn), libuv 2 loops each with its own listener on the port (SO_REUSEPORT, the
+  kernel spreads the connections), sockasync 2 reactor threads (given to the library before
+  its first use; it spreads sockets over them in turn).
 EOF
 }
 
