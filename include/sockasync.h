@@ -780,6 +780,35 @@ bool sock_runtime_set_backend(int32_t backend);
 int32_t sock_runtime_backend(void);
 
 /**
+ * Makes each reactor poll without sleeping for up to `microseconds` after each turn with
+ * work, before it blocks, so that a completion arriving meanwhile is handled without waking
+ * a sleeping thread (tens of microseconds where the wake-up crosses cores). It costs CPU: a
+ * reactor spins for up to that long after its last work, then sleeps (an idle runtime spins
+ * not at all after that window); for latency-sensitive callers with spare cores, like
+ * Linux's SO_BUSY_POLL.
+ *
+ * 0 turns it off: the default, or what SOCKASYNC_BUSY_POLL_US (a number of microseconds)
+ * says; this call overrides it. Set before the runtime's first use or after
+ * `sock_runtime_shutdown`, like `sock_runtime_configure`; a restart keeps it. At most
+ * 1,000,000 (one second): a spin saves a wake-up of tens of microseconds, one longer than a
+ * second gives a core away rather than buying latency, and a larger number is more likely a
+ * unit slip (milliseconds or nanoseconds) than a wish. Both backends spin: epoll with
+ * epoll_wait that does not wait, io_uring with io_uring_enter that does not wait.
+ *
+ * Returns true if taken. False: InvalidArgument (more than 1,000,000), InvalidOperation
+ * (the runtime is already running).
+ */
+bool sock_runtime_set_busy_poll(uint32_t microseconds);
+
+/**
+ * The busy poll, in microseconds, of the running runtime, or else the one the next start
+ * will use (`sock_runtime_set_busy_poll`'s, else SOCKASYNC_BUSY_POLL_US's); 0 is off. It
+ * starts nothing. 0 with sock_last_status() InvalidArgument if SOCKASYNC_BUSY_POLL_US does
+ * not parse (the start would fail so).
+ */
+uint32_t sock_runtime_busy_poll(void);
+
+/**
  * Stops the runtime: every open socket is closed, every pending operation completes with
  * OperationAborted (995) through its callback, the library's threads are joined, and the call
  * returns only when no callback can run any more. Socket and args handles stay valid (closed

@@ -82,6 +82,11 @@ step "C tests with 2 reactor threads and Pool dispatch" \
   env SOCKASYNC_REACTOR_THREADS=2 SOCKASYNC_DISPATCH=pool bash -c "$(declare -f c_suites); c_suites"
 step "C tests on the io_uring backend" \
   env SOCKASYNC_BACKEND=io_uring bash -c "$(declare -f c_suites); c_suites"
+# The transfer suite once more with the reactors spinning between turns (busy poll), on each
+# backend: every path with the spin on (test_busy_poll checks the spin itself).
+step "C transfer tests with busy poll" env SOCKASYNC_BUSY_POLL_US=50 timeout 300 build/tests/test_transfer
+step "C transfer tests with busy poll on the io_uring backend" \
+  env SOCKASYNC_BUSY_POLL_US=50 SOCKASYNC_BACKEND=io_uring timeout 300 build/tests/test_transfer
 step "C tests under valgrind" c_suites "${VALGRIND[@]}"
 step "C tests: ASan+UBSan build" make -s -C tests/c SAN=1
 step "C tests under ASan+UBSan" c_suites_sanitized

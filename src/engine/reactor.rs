@@ -6,6 +6,13 @@
 //! channel plus a waker: aborted operations to deliver, queues handed over, registrations to
 //! release, and at the end a stop.
 //!
+//! With a busy poll (`sock_runtime_set_busy_poll`), a turn that did work is followed by
+//! polling without waiting (epoll_wait, or the ring's io_uring_enter, with no wait) until
+//! something comes or the busy poll has passed, and only then the blocking wait: what
+//! arrives meanwhile is handled without a sleeping thread's wake-up. The spin sees exactly
+//! what the wait would (another thread's message wakes the waker, an event), so it changes
+//! nothing but when the thread sleeps.
+//!
 //! A registration's token is the socket's address. The registration holds a strong
 //! reference, given back only by a Release message, which is handled after the batch of
 //! events it may race with, so an event never names a freed socket.
@@ -22,7 +29,7 @@ use std::os::fd::AsRawFd;
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
@@ -81,11 +88,13 @@ pub struct Reactor {
 pub struct CloseGuard<'a>(#[allow(dead_code)] RwLockReadGuard<'a, bool>);
 
 impl Reactor {
-    /// Starts a reactor thread on `backend` (io_uring only if `runtime` found it usable);
-    /// `pool` receives completions under Pool dispatch.
+    /// Starts a reactor thread on `backend` (io_uring only if `runtime` found it usable) that
+    /// polls without sleeping for up to `busy_poll` after each turn; `pool` receives
+    /// completions under Pool dispatch.
     pub fn start(
         name: String,
         backend: Backend,
+        busy_poll: Duration,
         pool: Option<Sender<PoolMessage>>,
     ) -> io::Result<(Arc<Reactor>, JoinHandle<()>)> {
         let poll = Poll::new()?;
@@ -120,7 +129,7 @@ impl Reactor {
                     },
                 };
                 let _ = made_tx.send(Ok(()));
-                run(&reactor, poll, events, ring, rx)
+                run(&reactor, poll, events, ring, rx, busy_poll)
             })?
         };
         if let Ok(Err(err)) = made_rx.recv() {
@@ -289,27 +298,43 @@ fn run(
     mut events: Events,
     mut ring: Option<Ring>,
     rx: Receiver<Message>,
+    busy_poll: Duration,
 ) {
     let mut stopping = false;
     let mut submitted = Vec::new();
+    // A wait that failed (a signal interrupted it) brought no work, so no spin follows it:
+    // a busy poll costs CPU only after turns that did something.
+    let mut spin = Duration::ZERO;
     // Batches in the kernel at Stop (their sockets were closed, so they are cancelled) must
     // still complete before the thread ends.
     while !stopping || ring.as_ref().is_some_and(|r| !r.is_idle()) {
         let ready = match ring.as_mut() {
-            None => wait(&mut poll, &mut events, None),
+            None => {
+                let ready = wait_spinning(&mut poll, &mut events, spin);
+                spin = if ready { busy_poll } else { Duration::ZERO };
+                ready
+            }
             // The ring waits (and submits the turn's batches in the same call). Its epoll
             // wait brings the events itself; on kernels without it epoll is then read,
             // without waiting.
-            Some(ring) => match ring.wait() {
-                Readiness::None => false,
-                Readiness::Taken => {
-                    ring.take_events(|token, readable, writable| {
-                        on_event(reactor, token, readable, writable)
-                    });
-                    false
+            Some(ring) => {
+                let readiness = ring.wait(spin);
+                spin = if readiness == Readiness::Failed {
+                    Duration::ZERO
+                } else {
+                    busy_poll
+                };
+                match readiness {
+                    Readiness::None | Readiness::Failed => false,
+                    Readiness::Taken => {
+                        ring.take_events(|token, readable, writable| {
+                            on_event(reactor, token, readable, writable)
+                        });
+                        false
+                    }
+                    Readiness::Read => wait(&mut poll, &mut events, Some(Duration::ZERO)),
                 }
-                Readiness::Read => wait(&mut poll, &mut events, Some(Duration::ZERO)),
-            },
+            }
         };
         if ready {
             loop {
@@ -358,6 +383,26 @@ fn run(
             });
         }
     }
+}
+
+/// Polls epoll without waiting until events come (another thread's message among them: the
+/// waker is an event) or `spin` has passed, then waits; false if a wait failed.
+fn wait_spinning(poll: &mut Poll, events: &mut Events, spin: Duration) -> bool {
+    if !spin.is_zero() {
+        let start = Instant::now();
+        loop {
+            if !wait(poll, events, Some(Duration::ZERO)) {
+                return false;
+            }
+            if !events.is_empty() {
+                return true;
+            }
+            if start.elapsed() >= spin {
+                break;
+            }
+        }
+    }
+    wait(poll, events, None)
 }
 
 /// One epoll_wait; false if it failed (and nothing is to be read from `events`).

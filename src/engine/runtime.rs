@@ -15,6 +15,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -95,6 +96,39 @@ impl Backend {
 /// that a typo cannot start thousands of threads.
 pub const MAX_REACTOR_THREADS: u32 = 256;
 
+/// The longest busy poll, in microseconds: one second (`sock_runtime_set_busy_poll` says
+/// why).
+pub const MAX_BUSY_POLL_US: u32 = 1_000_000;
+
+/// How long a reactor polls without sleeping after a turn (`sock_runtime_set_busy_poll`).
+fn checked_busy_poll(microseconds: u32) -> Result<Duration, Reject> {
+    if microseconds > MAX_BUSY_POLL_US {
+        return Err(Reject::invalid(format!(
+            "busy poll must be 0 to {MAX_BUSY_POLL_US} microseconds, not {microseconds}"
+        )));
+    }
+    Ok(Duration::from_micros(microseconds.into()))
+}
+
+/// SOCKASYNC_BUSY_POLL_US (microseconds), else 0 (off).
+fn busy_poll_from_env() -> Result<Duration, Reject> {
+    let Some(text) = std::env::var_os("SOCKASYNC_BUSY_POLL_US") else {
+        return Ok(Duration::ZERO);
+    };
+    let invalid = |why: String| {
+        Reject::invalid(format!(
+            "SOCKASYNC_BUSY_POLL_US={} {why}",
+            text.to_string_lossy()
+        ))
+    };
+    let microseconds = text
+        .to_str()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .ok_or_else(|| invalid("is not a number of microseconds".into()))?;
+    checked_busy_poll(microseconds)
+        .map_err(|reject| invalid(format!("is out of range: {}", reject.message)))
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
     pub reactor_threads: u32,
@@ -162,6 +196,7 @@ pub enum PoolMessage {
 pub struct Runtime {
     config: Config,
     backend: Backend,
+    busy_poll: Duration,
     reactors: Vec<Arc<Reactor>>,
     next: AtomicUsize,
     pool: Option<Sender<PoolMessage>>,
@@ -175,6 +210,8 @@ struct State {
     configured: Option<Config>,
     /// What `sock_runtime_set_backend` asked for, used at the next start.
     configured_backend: Option<Backend>,
+    /// What `sock_runtime_set_busy_poll` asked for, used at the next start.
+    configured_busy_poll: Option<Duration>,
     running: Option<Arc<Runtime>>,
     shutting_down: bool,
 }
@@ -182,6 +219,7 @@ struct State {
 static STATE: Mutex<State> = Mutex::new(State {
     configured: None,
     configured_backend: None,
+    configured_busy_poll: None,
     running: None,
     shutting_down: false,
 });
@@ -236,6 +274,26 @@ pub fn set_backend(backend: i32) -> Result<(), Reject> {
     Ok(())
 }
 
+/// `sock_runtime_set_busy_poll`: like `configure`, only while no runtime is running.
+pub fn set_busy_poll(microseconds: u32) -> Result<(), Reject> {
+    let busy_poll = checked_busy_poll(microseconds)?;
+    not_running("sock_runtime_set_busy_poll")?.configured_busy_poll = Some(busy_poll);
+    Ok(())
+}
+
+/// `sock_runtime_busy_poll`: the running runtime's busy poll, else what the next start will
+/// use (the call's, else the environment's), in microseconds. Starts nothing.
+pub fn busy_poll_us() -> Result<u32, Reject> {
+    let state = state();
+    let busy_poll = match (&state.running, state.configured_busy_poll) {
+        (Some(runtime), _) => runtime.busy_poll,
+        (None, Some(configured)) => configured,
+        (None, None) => busy_poll_from_env()?,
+    };
+    // At most MAX_BUSY_POLL_US, so it fits.
+    Ok(busy_poll.as_micros() as u32)
+}
+
 fn not_running(what: &str) -> Result<MutexGuard<'static, State>, Reject> {
     let state = state();
     if state.running.is_some() || state.shutting_down {
@@ -270,7 +328,11 @@ pub fn current() -> Result<Arc<Runtime>, Reject> {
         Some(backend) => backend,
         None => Backend::from_env()?,
     };
-    let runtime = Arc::new(Runtime::start(config, backend.usable())?);
+    let busy_poll = match state.configured_busy_poll {
+        Some(busy_poll) => busy_poll,
+        None => busy_poll_from_env()?,
+    };
+    let runtime = Arc::new(Runtime::start(config, backend.usable(), busy_poll)?);
     state.running = Some(Arc::clone(&runtime));
     Ok(runtime)
 }
@@ -305,11 +367,12 @@ pub fn shutdown() -> Result<(), Reject> {
 }
 
 impl Runtime {
-    fn start(config: Config, backend: Backend) -> Result<Runtime, Reject> {
+    fn start(config: Config, backend: Backend, busy_poll: Duration) -> Result<Runtime, Reject> {
         let failed = |err: std::io::Error| Reject::io(&err, "starting the runtime's threads");
         let mut runtime = Runtime {
             config,
             backend,
+            busy_poll,
             reactors: Vec::new(),
             next: AtomicUsize::new(0),
             pool: None,
@@ -331,9 +394,13 @@ impl Runtime {
                 runtime.pool = Some(tx);
             }
             for _ in 0..config.reactor_threads {
-                let (reactor, thread) =
-                    Reactor::start("sockasync-reactor".into(), backend, runtime.pool.clone())
-                        .map_err(failed)?;
+                let (reactor, thread) = Reactor::start(
+                    "sockasync-reactor".into(),
+                    backend,
+                    busy_poll,
+                    runtime.pool.clone(),
+                )
+                .map_err(failed)?;
                 runtime.reactors.push(reactor);
                 runtime.threads.get_mut().unwrap().push(thread);
             }

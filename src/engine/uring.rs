@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
@@ -127,6 +128,8 @@ pub enum Readiness {
     Read,
     /// Events are in the ring's buffer: `take_events`.
     Taken,
+    /// The wait failed (a signal interrupted it): nothing came.
+    Failed,
 }
 
 /// The most events one epoll wait through the ring hands over.
@@ -136,9 +139,13 @@ impl Ring {
     /// A ring that reports when `epoll` (the reactor's epoll instance) has events. Made on the
     /// thread that uses it: single-issuer rings belong to their creator.
     pub fn new(epoll: RawFd) -> io::Result<Ring> {
+        // The task-run flag tells a busy poll's enter without waiting when deferred task work
+        // is there to run (only an enter asking for completions runs it, and the crate's
+        // `submit` asks exactly when the flag is up).
         let (ring, deferred) = match IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
+            .setup_taskrun_flag()
             .setup_cqsize(ENTRIES * 8)
             .build(ENTRIES)
         {
@@ -332,11 +339,15 @@ impl Ring {
         self.push(&cancel);
     }
 
-    /// Submits what is queued, waits for a completion, and finishes the batches that
-    /// completed; says what the epoll instance has.
-    pub fn wait(&mut self) -> Readiness {
+    /// Submits what is queued, waits for a completion (entering the ring without waiting for
+    /// up to `spin` first), and finishes the batches that completed; says what the epoll
+    /// instance has.
+    pub fn wait(&mut self, spin: Duration) -> Readiness {
         self.prepare_submission();
-        let waited = self.ring.submit_and_wait(1);
+        let waited = match self.spin(spin) {
+            Some(entered) => entered,
+            None => self.ring.submit_and_wait(1),
+        };
         self.submitting = false;
         // A failed or interrupted call may have left entries unsubmitted: their descriptors
         // stay kept until a later call has taken every entry.
@@ -354,7 +365,7 @@ impl Ring {
                     // Not expected with valid arguments; back off rather than spin.
                     std::thread::sleep(std::time::Duration::from_millis(1));
                 }
-                return Readiness::None;
+                return Readiness::Failed;
             }
         }
         self.completions.clear();
@@ -394,6 +405,26 @@ impl Ring {
             super::reactor::survive(|| self.batch_done(address, batch, result));
         }
         readiness
+    }
+
+    /// Enters the ring without waiting (submitting, and running the deferred task work that
+    /// posts completions, the epoll wait's among them) until a completion is there or `spin`
+    /// has passed. Some(the last enter's result) when a completion came or the enter failed;
+    /// None when the time ran out, and the caller waits.
+    fn spin(&mut self, spin: Duration) -> Option<io::Result<usize>> {
+        if spin.is_zero() {
+            return None;
+        }
+        let start = Instant::now();
+        loop {
+            let entered = self.ring.submit();
+            if entered.is_err() || !self.ring.completion().is_empty() {
+                return Some(entered);
+            }
+            if start.elapsed() >= spin {
+                return None;
+            }
+        }
     }
 
     fn batch_done(&mut self, address: usize, mut batch: Box<Batch>, result: i32) {

@@ -154,6 +154,9 @@ namespace SockAsync
         [DllImport(Library)] [return: MarshalAs(UnmanagedType.I1)]
         internal static extern bool sock_runtime_set_backend(int backend);
         [DllImport(Library)] internal static extern int sock_runtime_backend();
+        [DllImport(Library)] [return: MarshalAs(UnmanagedType.I1)]
+        internal static extern bool sock_runtime_set_busy_poll(uint microseconds);
+        [DllImport(Library)] internal static extern uint sock_runtime_busy_poll();
 
         [DllImport(Library)] internal static extern IntPtr sock_create(int addressFamily, int socketType, int protocol);
         [DllImport(Library)] internal static extern IntPtr sock_from_fd(IntPtr fd, [MarshalAs(UnmanagedType.I1)] bool takeOwnership);

@@ -43,6 +43,7 @@ internal static class SockAsyncTests
         Run("FromFileDescriptor adopts a descriptor (here a duplicate of another socket's)", AdoptDescriptor);
         Run("Shutdown aborts pending operations before it returns; the runtime restarts", ExplicitShutdown);
         Run("on io_uring, BatchSends sends always complete through Completed, whole and in order", BatchedSends);
+        Run("SetBusyPoll is checked and taken before the start only; traffic flows with it on", BusyPoll);
         Run("returning from Main with sockets open exits within a second", ExitWithSocketsOpen);
         Run("an unobserved Completed handler exception ends the process loudly", UnobservedHandlerExceptionEndsProcess);
         Console.WriteLine("csharp: {0} passed, {1} failed", s_passed, s_failed);
@@ -921,6 +922,44 @@ internal static class SockAsyncTests
         {
             SockAsyncRuntime.Shutdown();
             SockAsyncRuntime.SetBackend(Environment.GetEnvironmentVariable("SOCKASYNC_BACKEND") == "io_uring" ? Backend.IoUring : Backend.Epoll);
+        }
+    }
+
+    private static void BusyPoll()
+    {
+        SockAsyncRuntime.Shutdown();
+        int before = SockAsyncRuntime.BusyPoll;
+        Throws<ArgumentException>(() => SockAsyncRuntime.SetBusyPoll(1000001), "above the maximum");
+        Throws<ArgumentOutOfRangeException>(() => SockAsyncRuntime.SetBusyPoll(-1), "negative");
+        SockAsyncRuntime.SetBusyPoll(200);
+        try
+        {
+            Check(SockAsyncRuntime.BusyPoll == 200, "read back: " + SockAsyncRuntime.BusyPoll);
+            Socket[] pair = Pair();
+            Throws<InvalidOperationException>(() => SockAsyncRuntime.SetBusyPoll(0), "the runtime is running");
+            Check(SockAsyncRuntime.BusyPoll == 200, "the running runtime's");
+            using (var e = new SocketAsyncEventArgs())
+            {
+                var done = new Completion(e);
+                var buffer = new byte[8];
+                for (int i = 0; i < 100; i++)
+                {
+                    e.SetBuffer(buffer, 0, buffer.Length);
+                    bool pending = pair[1].ReceiveAsync(e);
+                    Check(pending, "receive " + i + " waits for its message");
+                    SendAll(pair[0], new byte[] { (byte)i, 0x5A });
+                    done.Finish(pending);
+                    Check(e.BytesTransferred == 2 && buffer[0] == (byte)i && buffer[1] == 0x5A, "message " + i);
+                }
+            }
+            Dispose(pair);
+            SockAsyncRuntime.Shutdown();
+            Check(SockAsyncRuntime.BusyPoll == 200, "kept for the next start");
+        }
+        finally
+        {
+            SockAsyncRuntime.Shutdown();
+            SockAsyncRuntime.SetBusyPoll(before);
         }
     }
 

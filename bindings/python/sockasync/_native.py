@@ -88,6 +88,8 @@ SIGNATURES = {
     "sock_runtime_shutdown": (None, []),
     "sock_runtime_set_backend": (_bool, [_i32]),
     "sock_runtime_backend": (_i32, []),
+    "sock_runtime_set_busy_poll": (_bool, [ctypes.c_uint32]),
+    "sock_runtime_busy_poll": (ctypes.c_uint32, []),
     "sock_create": (SOCK_P, [_i32, _i32, _i32]),
     "sock_from_fd": (SOCK_P, [_ptrdiff, _bool]),
     "sock_fd": (_ptrdiff, [SOCK_P]),

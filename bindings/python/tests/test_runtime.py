@@ -166,3 +166,41 @@ def test_adopting_without_ownership_works_on_a_duplicate():
         adopted.free()  # closes the library's duplicate only
         ours.sendall(b"still open")
         assert theirs.recv(16) == b"still open"
+
+
+def test_busy_poll_is_set_before_start_checked_and_traffic_flows_with_it():
+    sockasync.shutdown()
+    before = sockasync.busy_poll()
+    with pytest.raises(sockasync.ArgumentError):
+        sockasync.set_busy_poll(1_000_001)
+    with pytest.raises(sockasync.ArgumentError):
+        sockasync.set_busy_poll(-1)
+    with pytest.raises(sockasync.ArgumentError):
+        sockasync.set_busy_poll(2**32 + 5)  # not wrapped into 5
+    sockasync.set_busy_poll(200)
+    try:
+        assert sockasync.busy_poll() == 200
+        listener = socket.create_server(("127.0.0.1", 0))
+        sock, peer = connect_to(listener)
+        with sock, peer:
+            with pytest.raises(sockasync.InvalidOperationError):
+                sockasync.set_busy_poll(0)
+            assert sockasync.busy_poll() == 200
+            done = Completions()
+            with sockasync.AsyncArgs(done) as args:
+                for i in range(100):
+                    message = b"ping %d" % i
+                    buf = bytearray(16)
+                    args.set_buffer(buf)
+                    if sock.receive_async(args):
+                        peer.sendall(message)
+                        done.wait(i + 1)
+                    else:
+                        pytest.fail("a receive with nothing sent completed at once")
+                    assert args.transferred() == message
+        listener.close()
+        sockasync.shutdown()
+        assert sockasync.busy_poll() == 200  # kept for the next start
+    finally:
+        sockasync.shutdown()
+        sockasync.set_busy_poll(before)
