@@ -349,38 +349,46 @@ fn run(
                 }
             }
         }
-        for message in rx.try_iter() {
-            survive(|| match message {
-                Message::Abort(ops) => ops.into_iter().for_each(Pending::abort),
-                Message::Process(socket, direction) => socket.queue(direction).process(&socket),
-                Message::Release(address, fd) => {
-                    if let Some(ring) = ring.as_mut() {
-                        ring.cancel(address);
+        // What this thread gives itself is not announced by its waker (callbacks run here
+        // post messages and submissions without one), so all of it is done before the next
+        // wait: a pass over the submissions runs callbacks that can start more.
+        loop {
+            for message in rx.try_iter() {
+                survive(|| match message {
+                    Message::Abort(ops) => ops.into_iter().for_each(Pending::abort),
+                    Message::Process(socket, direction) => socket.queue(direction).process(&socket),
+                    Message::Release(address, fd) => {
+                        if let Some(ring) = ring.as_mut() {
+                            ring.cancel(address);
+                        }
+                        registry::SOCKETS.remove(fd, address);
+                        // SAFETY: the address came from `register`, whose leaked strong reference
+                        // is given back here exactly once (the closer sends Release once), after
+                        // it left the table that `close_registrations` reads (taken out just now,
+                        // or already overwritten by a newer socket with the same number).
+                        unsafe { Arc::decrement_strong_count(address as *const Socket) }
                     }
-                    registry::SOCKETS.remove(fd, address);
-                    // SAFETY: the address came from `register`, whose leaked strong reference
-                    // is given back here exactly once (the closer sends Release once), after
-                    // it left the table that `close_registrations` reads (taken out just now,
-                    // or already overwritten by a newer socket with the same number).
-                    unsafe { Arc::decrement_strong_count(address as *const Socket) }
-                }
-                Message::Stop => stopping = true,
-            });
-        }
-        // Swapped out, so the lock is not held while batches are built (callbacks that
-        // finish a batch may submit again), and both lists keep their capacity.
-        std::mem::swap(
-            &mut submitted,
-            &mut *reactor
-                .submissions
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        for socket in submitted.drain(..) {
-            survive(|| match ring.as_mut() {
-                Some(ring) => ring.submit_sends(socket),
-                None => socket.queue(Direction::Write).process(&socket),
-            });
+                    Message::Stop => stopping = true,
+                });
+            }
+            // Swapped out, so the lock is not held while batches are built (callbacks that
+            // finish a batch may submit again), and both lists keep their capacity.
+            std::mem::swap(
+                &mut submitted,
+                &mut *reactor
+                    .submissions
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
+            if submitted.is_empty() {
+                break;
+            }
+            for socket in submitted.drain(..) {
+                survive(|| match ring.as_mut() {
+                    Some(ring) => ring.submit_sends(socket),
+                    None => socket.queue(Direction::Write).process(&socket),
+                });
+            }
         }
     }
 }

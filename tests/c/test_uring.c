@@ -721,6 +721,85 @@ static void test_a_closed_listener_can_be_bound_again_at_once(void)
     sock_free(again);
 }
 
+/* The reactor runs a flagged send's callback in the pass where it submits the turn's
+ * batches (the ring resumes the flagged send's queue the ordinary way). What that callback
+ * starts on the same thread, which no wake-up announces, is done before the reactor sleeps:
+ * a batched send on another socket goes out and a close's aborts are delivered, with no
+ * other event to wake it. */
+static sock *own_work_batched, *own_work_closed;
+static sock_args *own_work_send;
+
+static void on_flagged_send_starts_more(sock *s, sock_args *e, void *token)
+{
+    (void)s;
+    (void)e;
+    waiter_signal(token);
+    CHECK(sock_args_set_buffer(own_work_send, "B!", 2));
+    CHECK(sock_send_async(own_work_batched, own_work_send)); /* batched: always pending */
+    sock_close(own_work_closed);
+}
+
+static void test_work_a_callback_starts_in_the_submission_pass_is_done_before_the_reactor_sleeps(void)
+{
+    CHECK(use_io_uring());
+    sock *a;
+    int peer_a = connected_to_raw_sized(&a, 4096);
+    int peer_b = connected_to_raw(&own_work_batched);
+    int peer_c = connected_to_raw(&own_work_closed);
+    CHECK(peer_a >= 0 && peer_b >= 0 && peer_c >= 0);
+    CHECK(sock_set_option(own_work_batched, SOCK_OPTION_BATCH_SENDS, 1));
+    waiter sent_b, received_c, flagged;
+    waiter_init(&sent_b);
+    waiter_init(&received_c);
+    waiter_init(&flagged);
+    own_work_send = sock_args_new(on_completed, &sent_b);
+    static char c_buf[16];
+    sock_args *c_receive = sock_args_new(on_completed, &received_c);
+    CHECK(sock_args_set_buffer(c_receive, c_buf, sizeof c_buf));
+    CHECK(sock_receive_async(own_work_closed, c_receive)); /* nothing sent to it */
+
+    size_t big = (size_t)4 << 20;
+    char *payload = calloc(1, big);
+    sock_args *a_send = sock_args_new(on_flagged_send_starts_more, &flagged);
+    CHECK(sock_args_set_buffer(a_send, payload, big));
+    CHECK(sock_args_set_flags(a_send, SOCK_SOCKET_FLAGS_DONT_ROUTE));
+    CHECK(sock_send_async(a, a_send)); /* 4 MiB into a 4 KiB window */
+    static char sink[65536];
+    size_t got = 0;
+    while (got < big) {
+        ssize_t n = read(peer_a, sink, sizeof sink);
+        if (n <= 0) {
+            CHECK(n > 0);
+            break;
+        }
+        got += (size_t)n;
+    }
+    CHECK(wait_for(&flagged, 1));
+    CHECK(wait_for(&sent_b, 1));
+    if (sent_b.count == 1) { /* else the peer would wait for ever */
+        CHECK_EQ(sent_b.error, SOCK_SOCKET_ERROR_SUCCESS);
+        char two[2] = {0};
+        CHECK_EQ(read_exact(peer_b, two, 2), 1);
+        CHECK(two[0] == 'B' && two[1] == '!');
+    }
+    CHECK(wait_for(&received_c, 1));
+    CHECK_EQ(received_c.error, SOCK_SOCKET_ERROR_OPERATION_ABORTED);
+
+    sock_args_free(a_send);
+    sock_args_free(c_receive);
+    sock_args_free(own_work_send);
+    sock_free(a);
+    sock_free(own_work_batched);
+    sock_free(own_work_closed);
+    free(payload);
+    close(peer_a);
+    close(peer_b);
+    close(peer_c);
+    waiter_destroy(&sent_b);
+    waiter_destroy(&received_c);
+    waiter_destroy(&flagged);
+}
+
 static void test_batched_sends_option_is_for_stream_sockets(void)
 {
     CHECK(use_io_uring());
@@ -763,5 +842,6 @@ int main(void)
     RUN(test_sends_that_went_pending_resume_through_the_ring_in_order);
     RUN(test_more_batches_in_one_turn_than_the_submission_queue_holds);
     RUN(test_a_closed_listener_can_be_bound_again_at_once);
+    RUN(test_work_a_callback_starts_in_the_submission_pass_is_done_before_the_reactor_sleeps);
     return h_finish("test_uring");
 }
