@@ -157,6 +157,7 @@ B=$OUT
 MECHS=(raw uv sa)
 MECHS_TOKIO=(raw uv sa tokio)
 URING=(env SOCKASYNC_BACKEND=io_uring)
+BUSY_POLL_US=50 # sa-spin: sock_runtime_set_busy_poll's window, through its environment variable
 
 # The command line of one run of MECH in SCENARIO (small, ping).
 command_of() {
@@ -164,6 +165,7 @@ command_of() {
     small.tokio) [ -z "$TOKIO_BIN" ] || echo "$TOKIO_BIN small $SMALL_N" ;;
     small.*) echo "$B/bench_small $2 $SMALL_N" ;;
     ping.sa-uring) echo "${URING[*]} $B/bench_pingpong sa $PING_N $PING_WARMUP" ;;
+    ping.sa-spin) echo "env SOCKASYNC_BUSY_POLL_US=$BUSY_POLL_US $B/bench_pingpong sa $PING_N $PING_WARMUP" ;;
     ping.tokio) [ -z "$TOKIO_BIN" ] || echo "$TOKIO_BIN pingpong $PING_N $PING_WARMUP" ;;
     ping.*) echo "$B/bench_pingpong $2 $PING_N $PING_WARMUP" ;;
   esac
@@ -231,11 +233,14 @@ done
 # wake-up across vCPUs dominates the round trip) and with the whole process on CPU 0
 # ("one": both ends on one core, where the software path's cost shows).
 ONE_CORE=(taskset -c 0)
-log "== 3. ping-pong: $PING_N round trips after $PING_WARMUP, $ROUNDS rounds (raw uv sa tokio sa-uring sa-wait, each unpinned and on one core)"
+log "== 3. ping-pong: $PING_N round trips after $PING_WARMUP, $ROUNDS rounds (raw uv sa tokio sa-uring sa-wait, each unpinned and on one core; sa-spin unpinned)"
 for ((r = 1; r <= ROUNDS; r++)); do
   line="   round $r:"
-  for m in "${MECHS_TOKIO[@]}" sa-uring sa-wait; do
-    for placement in "" one; do
+  for m in "${MECHS_TOKIO[@]}" sa-uring sa-wait sa-spin; do
+    # Two spinning reactors on one core would only take turns: sa-spin runs unpinned.
+    placements=("" one)
+    [ "$m" = sa-spin ] && placements=("")
+    for placement in "${placements[@]}"; do
       # shellcheck disable=SC2207 # the command line is split on purpose
       cmd=($(command_of ping "$m"))
       [ -n "$placement" ] && [ ${#cmd[@]} -gt 0 ] && cmd=("${ONE_CORE[@]}" "${cmd[@]}")
@@ -249,6 +254,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
         VALUES[p50$placement.$m]+="$p50 "
         VALUES[p99$placement.$m]+="$p99 "
       fi
+      EXTRA[pingcpu$placement.$m]+="$(stat_of cpu_us_per_round_trip "$LOGS/ping$placement-$m-r$r.err") "
       line+=" $m${placement:+ (one core)} ${v/ //} us"
     done
   done
@@ -393,6 +399,10 @@ fan_pending=$(pct_spread ${EXTRA[fan.sa]})
 fan_pending_raw=$(pct_spread ${EXTRA[fan.raw]})
 fan_pending_uv=$(pct_spread ${EXTRA[fan.uv]})
 fan_threads=$(median ${EXTRA[fanthreads.sa]})
+# ping_cpu MECH: "unpinned (one core)" CPU per round trip.
+ping_cpu() {
+  echo "$(fmt %.1f "$(median ${EXTRA[pingcpu.$1]:-FAIL})") ($(fmt %.1f "$(median ${EXTRA[pingcpuone.$1]:-FAIL})"))"
+}
 # fan_cpu MECH: "server us per echo (client N%)".
 fan_cpu() {
   local c
@@ -438,6 +448,8 @@ numbers noisy; the paired ratios are what to read).
 | 3. ping-pong, one core | p99 round trip, us | $(fmt %.1f "$(median ${VALUES[p99one.raw]})") | $(fmt %.1f "$(median ${VALUES[p99one.uv]})") | $(fmt %.1f "$(median ${VALUES[p99one.tokio]})") | $(fmt %.1f "$(median ${VALUES[p99one.sa]})") | $(ratio p99one raw) | $(ratio p99one uv) | $(ratio p99one tokio) | | |
 | 3. ping-pong, sockasync's client an application thread that waits for each completion (1 reactor thread; each round trip also crosses the hand-off from the reactor to the waiting thread) | p50 round trip, us (lower is better) | $(fmt %.1f "$(median ${VALUES[p50.raw]})") | $(fmt %.1f "$(median ${VALUES[p50.uv]})") | $(fmt %.1f "$(median ${VALUES[p50.tokio]})") | $(fmt %.1f "$(median ${VALUES[p50.sa-wait]:-FAIL})") | $(ratio p50 raw sa-wait) | $(ratio p50 uv sa-wait) | $(ratio p50 tokio sa-wait) | (reported) | |
 | 3. ping-pong, the waiting client, one core | p50 round trip, us (lower is better) | $(fmt %.1f "$(median ${VALUES[p50one.raw]})") | $(fmt %.1f "$(median ${VALUES[p50one.uv]})") | $(fmt %.1f "$(median ${VALUES[p50one.tokio]})") | $(fmt %.1f "$(median ${VALUES[p50one.sa-wait]:-FAIL})") | $(ratio p50one raw sa-wait) | $(ratio p50one uv sa-wait) | $(ratio p50one tokio sa-wait) | (reported) | |
+| 3. ping-pong, sockasync with a busy poll of ${BUSY_POLL_US} us (sock_runtime_set_busy_poll, opt-in: each reactor polls without sleeping for that long after a turn with work; unpinned, its reactors on both cores) | p50 round trip, us (lower is better) | $(fmt %.1f "$(median ${VALUES[p50.raw]})") | $(fmt %.1f "$(median ${VALUES[p50.uv]})") | $(fmt %.1f "$(median ${VALUES[p50.tokio]})") | $(fmt %.1f "$(median ${VALUES[p50.sa-spin]:-FAIL})") (p99 $(fmt %.1f "$(median ${VALUES[p99.sa-spin]:-FAIL})")) | $(ratio p50 raw sa-spin) | $(ratio p50 uv sa-spin) | $(ratio p50 tokio sa-spin) | (reported) | |
+| 3. ping-pong | CPU (user + system, the whole process) per round trip, us, unpinned; on one core in parentheses (on a VM a blocked thread's wake-up is itself costly) | $(ping_cpu raw) | $(ping_cpu uv) | n/a | $(ping_cpu sa); with the busy poll: $(fmt %.1f "$(median ${EXTRA[pingcpu.sa-spin]:-FAIL})") | | | | | |
 | 4. fan-out: $(thousands "$FAN_CONNS") connections, 16 KiB echoes for $FAN_SECONDS s, server SO_SNDBUF 4 KiB, client SO_RCVBUF 4 KiB; raw = hand-written edge-triggered epoll server; client a separate epoll process; 1 server thread (sockasync: 1 reactor thread; server process threads: $fan_threads) | completed echoes/s (higher is better) | $(fmt %.0f "$(median ${VALUES[fan.raw]})") | $(fmt %.0f "$(median ${VALUES[fan.uv]})") | | $(fmt %.0f "$(median ${VALUES[fan.sa]})") | $(ratio fan raw) | $(ratio fan uv) | | (the target is for 2 threads, next row) | |
 | 4. fan-out with 2 server threads: 2 epoll loops (raw; the first accepts and deals the connections out in turn), 2 libuv loops (each its own SO_REUSEPORT listener), 2 reactor threads ($fan2_note) | completed echoes/s (higher is better) | $(fmt %.0f "$(median ${VALUES[fan.raw2]})") | $(fmt %.0f "$(median ${VALUES[fan.uv2]})") | | $(fmt %.0f "$(median ${VALUES[fan.sa2]})") | $(ratio fan raw2 sa2) | $(ratio fan uv2 sa2) | | >= 1.2x libuv completions/s with 2 reactor threads: against libuv with 1 loop $(ratio fan uv sa2), with 2 loops (left) | $ok_fan2 |
 | 4. fan-out | server sends that went pending (sockasync: sock_send_async returned true; epoll: EAGAIN before the whole message was out; libuv: uv_write left bytes queued), % of sends: median (min-max) | $fan_pending_raw (2 loops: $fan2_pending_raw) | $fan_pending_uv (2 loops: $fan2_pending_uv) | | $fan_pending (2 reactor threads: $fan2_pending) | | | | most sends pending | |
@@ -490,7 +502,8 @@ How each was run (programs in benches/, built by benches/Makefile with -O2):
   whose callback sends the echo and receives again; the client's receive callback checks the
   response and sends the next request (the row with the waiting client: bench_pingpong
   sa-wait, 1 reactor thread, the client thread issues sock_send_async then
-  sock_receive_async and waits on a semaphore when one goes pending). tokio: both ends on
+  sock_receive_async and waits on a semaphore when one goes pending; the busy-poll row:
+  bench_pingpong sa with SOCKASYNC_BUSY_POLL_US). tokio: both ends on
   tokio, each with its own current-thread runtime on its own thread (as libuv's), the
   server read + write_all, the client write_all + read_exact.
 - 4. fan-out (bench_fanout): the measured process runs only the echo server; the client is
