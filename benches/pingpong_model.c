@@ -17,6 +17,11 @@
  *      path: SERVER_TRY=1 CLIENT_MODE=1 makes the same system calls as sockasync),
  *   2  reads the response itself in a blocking recv: no hand-off between threads on the
  *      way back, only the server runs on the epoll loop.
+ *   3  runs on an epoll loop of its own on its own thread, as bench_pingpong sa's client
+ *      runs on its own reactor: on each edge it recvs the response and sends the next
+ *      request, and with SERVER_TRY=1 recvs once more (EAGAIN, as its re-armed
+ *      sock_receive_async tries first), as the server does. No semaphore: each end is one
+ *      epoll loop, the shape of bench_pingpong sa in bare system calls.
  * Prints "P50 P99" in microseconds (after 1,000 untimed round trips); every response is
  * compared with its request. 127.0.0.1 only.
  */
@@ -25,7 +30,7 @@
 #include <fcntl.h>
 #include <sys/epoll.h>
 
-#define USAGE "pingpong_model SERVER_TRY(0|1) CLIENT_MODE(0|1|2) ROUND_TRIPS"
+#define USAGE "pingpong_model SERVER_TRY(0|1) CLIENT_MODE(0|1|2|3) ROUND_TRIPS"
 
 enum { MSG = 64, WARMUP = 1000 };
 
@@ -79,6 +84,43 @@ static void *reactor(void *arg)
     }
 }
 
+/* CLIENT_MODE 3: the client's own epoll loop. Sends the first request, then on each edge
+ * takes the response, records it and sends the next, until `rounds` after the warm-up. */
+static uint64_t loop_rounds, *loop_latency_ns;
+
+static void *client_loop(void *arg)
+{
+    int ep = *(int *)arg;
+    unsigned char request[MSG];
+    struct epoll_event events[8];
+    uint64_t seq = 0, t0 = 0;
+    for (;;) {
+        memcpy(request, &seq, sizeof seq);
+        for (size_t i = sizeof seq; i < MSG; i++)
+            request[i] = (unsigned char)(seq * 31u + i);
+        t0 = now_ns();
+        send_whole(client_fd, request, MSG);
+        ssize_t got = server_try ? recv(client_fd, response, MSG, 0) : -1;
+        while (got < 0) {
+            int n = epoll_wait(ep, events, 8, -1);
+            if (n < 0 && errno != EINTR)
+                DIE_ERRNO("epoll_wait");
+            for (int i = 0; i < n && got < 0; i++) {
+                if (events[i].events & EPOLLIN)
+                    got = recv(client_fd, response, MSG, 0);
+            }
+        }
+        if (got != MSG) /* 64 bytes on loopback arrive in one segment */
+            DIE("the client received %zd bytes of a response", got);
+        if (memcmp(request, response, MSG) != 0)
+            DIE("the response to request %" PRIu64 " differs from the request", seq);
+        if (seq >= WARMUP)
+            loop_latency_ns[seq - WARMUP] = now_ns() - t0;
+        if (++seq == WARMUP + loop_rounds)
+            return NULL;
+    }
+}
+
 static int compare_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -89,7 +131,7 @@ int main(int argc, char **argv)
 {
     bench_init("pingpong_model");
     if (argc != 4 || (strcmp(argv[1], "0") != 0 && strcmp(argv[1], "1") != 0) ||
-        strlen(argv[2]) != 1 || argv[2][0] < '0' || argv[2][0] > '2') {
+        strlen(argv[2]) != 1 || argv[2][0] < '0' || argv[2][0] > '3') {
         fprintf(stderr, "usage: %s\n", USAGE);
         return 2;
     }
@@ -112,10 +154,12 @@ int main(int argc, char **argv)
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.fd = server_fd};
     if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, server_fd, &ev) != 0)
         DIE_ERRNO("epoll_ctl");
+    int client_epoll = -1;
     if (client_mode != 2) {
         set_nonblocking(client_fd);
         ev.data.fd = client_fd;
-        if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, client_fd, &ev) != 0)
+        client_epoll = client_mode == 3 ? epoll_create1(EPOLL_CLOEXEC) : epoll_fd;
+        if (client_epoll < 0 || epoll_ctl(client_epoll, EPOLL_CTL_ADD, client_fd, &ev) != 0)
             DIE_ERRNO("epoll_ctl");
     }
     sem_init(&response_in, 0, 0);
@@ -124,8 +168,16 @@ int main(int argc, char **argv)
         DIE("pthread_create failed");
 
     uint64_t *latency_ns = xmalloc(rounds * sizeof *latency_ns);
+    if (client_mode == 3) {
+        loop_rounds = rounds;
+        loop_latency_ns = latency_ns;
+        pthread_t client;
+        if (pthread_create(&client, NULL, client_loop, &client_epoll) != 0)
+            DIE("pthread_create failed");
+        pthread_join(client, NULL);
+    }
     unsigned char request[MSG];
-    for (uint64_t seq = 0; seq < WARMUP + rounds; seq++) {
+    for (uint64_t seq = 0; client_mode != 3 && seq < WARMUP + rounds; seq++) {
         memcpy(request, &seq, sizeof seq);
         for (size_t i = sizeof seq; i < MSG; i++)
             request[i] = (unsigned char)(seq * 31u + i);
