@@ -18,13 +18,14 @@
 #   bash benches/run.sh [--rounds N] [--quick]
 #
 # Each scenario runs the mechanisms alternately, raw uv sa tokio raw uv sa tokio ..., for N
-# rounds (default 5; --quick: 3 rounds and smaller sizes, a smoke test), so slow phases of a
+# rounds (default 5, and 3N for the two quick scenarios, small sends and streaming;
+# --quick: 3 rounds and smaller sizes, a smoke test), so slow phases of a
 # shared machine hit all of them alike; the table shows each mechanism's median and the
 # ratio of sockasync's median to the other's, with the median and range of the per-round
 # ratios. The table goes to stdout and to build/benches/results.md; progress and logs go to
 # stderr and build/benches/logs/. Exit status is non-zero if any run failed its own checks.
-# The default run takes about 3 minutes on a 2-core machine (the first tokio build adds
-# some 10 s), --quick under 1.
+# The default run takes about 7 minutes on a 2-core machine (the first tokio build adds
+# some 10 s), --quick about 2.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -61,6 +62,9 @@ if [ -z "$ROUNDS" ]; then
   if [ $QUICK = 1 ]; then ROUNDS=3; else ROUNDS=5; fi
 fi
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || usage
+# Small sends and streaming take about a second a run and swing most from run to run on a
+# shared VM: three times the rounds steady their medians for little time.
+FAST_ROUNDS=$((ROUNDS * 3))
 
 if [ $QUICK = 1 ]; then
   SMALL_N=200000
@@ -172,8 +176,8 @@ command_of() {
 }
 
 # ---- 1. small sends -----------------------------------------------------------------------
-log "== 1. small sends: $SMALL_N x 64 B, $ROUNDS rounds (raw uv sa tokio sa-batch alternately)"
-for ((r = 1; r <= ROUNDS; r++)); do
+log "== 1. small sends: $SMALL_N x 64 B, $FAST_ROUNDS rounds (raw uv sa tokio sa-batch alternately)"
+for ((r = 1; r <= FAST_ROUNDS; r++)); do
   line="   round $r:"
   for m in "${MECHS_TOKIO[@]}" sa-batch; do
     # shellcheck disable=SC2046 # the command line is split on purpose
@@ -214,8 +218,8 @@ for m in "${MECHS[@]}"; do
 done
 
 # ---- 2. streaming -------------------------------------------------------------------------
-log "== 2. streaming: $STREAM_BYTES bytes in 64 KiB sends, $ROUNDS rounds"
-for ((r = 1; r <= ROUNDS; r++)); do
+log "== 2. streaming: $STREAM_BYTES bytes in 64 KiB sends, $FAST_ROUNDS rounds"
+for ((r = 1; r <= FAST_ROUNDS; r++)); do
   line="   round $r:"
   for m in "${MECHS[@]}" sa-uring; do
     if [ "$m" = sa-uring ]; then cmd=("${URING[@]}" "$B/bench_stream" sa); else cmd=("$B/bench_stream" "$m"); fi
@@ -429,7 +433,8 @@ table() {
 ## sockasync benchmarks: raw system calls vs libuv vs tokio vs sockasync (loopback TCP, 127.0.0.1)
 
 $(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit, $(nproc) CPUs, kernel $(uname -r), libuv $(pkg-config --modversion libuv), tokio ${TOKIO_VERSION:-?} (${TOKIO_BUILD}).
-$ROUNDS rounds, mechanisms alternating in every round (raw, libuv, sockasync, tokio; in the
+$ROUNDS rounds ($FAST_ROUNDS for small sends and streaming, about a second a run each),
+mechanisms alternating in every round (raw, libuv, sockasync, tokio; in the
 fan-out each server with 1 and with 2 threads); each cell is the median over the
 rounds. A ratio cell is sockasync's median / the other's median, then in parentheses the
 median and range of the per-round (paired) ratios. Whole run: ${ELAPSED} s; load average
