@@ -316,11 +316,12 @@ enum sock_option
   SOCK_OPTION_LINGER = 6,
   /**
    * 1 = batched sends, a stream socket's choice on the io_uring backend: its sends are
-   * never tried on the calling thread but always go pending, and the reactor hands each
-   * turn's sends of all such sockets to the kernel in one system call (a socket's sends
-   * queued together go out as one gathered send). Fewer system calls for many small
-   * sends, one reactor turn of latency more. On the epoll backend setting it is accepted
-   * and does nothing (it reads back 0). Datagram sockets: NotSupported.
+   * never tried on the calling thread but go pending (unless a close on another thread
+   * comes first: then the send finishes at once with OperationAborted), and the reactor
+   * hands each turn's sends of all such sockets to the kernel in one system call (a
+   * socket's sends queued together go out as one gathered send). Fewer system calls for
+   * many small sends, one reactor turn of latency more. On the epoll backend setting it
+   * is accepted and does nothing (it reads back 0). Datagram sockets: NotSupported.
    */
   SOCK_OPTION_BATCH_SENDS = 7,
 };

@@ -169,7 +169,16 @@ impl OpQueue<'_> {
     /// queues, and a queue taken idle goes to the reactor, which sends it in its next batch.
     pub fn start_batched(&self, socket: &Arc<Socket>, args: &Arc<Args>) -> Result<bool, Reject> {
         self.start_with(socket, args, AsyncOperation::Send, |queue| {
-            queue.lock().push_back(Pending::new(args, socket, 0));
+            let mut ops = queue.lock();
+            // A close may have stopped the queue since this caller claimed it: it took what
+            // was queued then, so the send ends here, as a tried one does (`settle_owned`).
+            if queue.state.load(Ordering::Relaxed) == STOPPED {
+                drop(ops);
+                args.finish(Finished::failed(0, SocketError::OperationAborted));
+                return false;
+            }
+            ops.push_back(Pending::new(args, socket, 0));
+            drop(ops);
             socket.reactor().submit_sends(Arc::clone(socket));
             true
         })

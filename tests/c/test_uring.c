@@ -800,6 +800,78 @@ static void test_work_a_callback_starts_in_the_submission_pass_is_done_before_th
     waiter_destroy(&flagged);
 }
 
+/* A close racing a batched send issued from a callback: every send that went pending gets
+ * exactly one callback, whichever side wins (the fuzzer found a send queued into a queue
+ * the close had already stopped, its callback never coming). The peer is gone, so each
+ * batch fails at once and its callback sends again: a chain as fast as the reactor turns,
+ * which the test thread closes under it at a different point each round. */
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    sock *s;
+    long pending, callbacks, cycles, synchronous;
+} chain;
+
+static void on_chain_sent(sock *s, sock_args *e, void *token)
+{
+    (void)s;
+    chain *c = token;
+    bool again = sock_send_async(c->s, e);
+    pthread_mutex_lock(&c->lock);
+    if (again)
+        c->pending++;
+    else if (sock_last_status() == SOCK_STATUS_OK)
+        c->synchronous++;
+    c->cycles++;
+    c->callbacks++;
+    pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static void test_a_close_racing_batched_sends_from_callbacks_completes_each_once(void)
+{
+    enum { ROUNDS = 300 };
+    CHECK(use_io_uring());
+    static char payload[16];
+    for (int round = 0; round < ROUNDS && !h_current_failed; round++) {
+        chain c = {.pending = 0};
+        pthread_mutex_init(&c.lock, NULL);
+        pthread_cond_init(&c.cond, NULL);
+        int peer = connected_to_raw(&c.s);
+        CHECK(peer >= 0);
+        close(peer); /* every send fails (EPIPE) as soon as the kernel has it */
+        CHECK(sock_set_option(c.s, SOCK_OPTION_BATCH_SENDS, 1));
+        sock_args *e = sock_args_new(on_chain_sent, &c);
+        CHECK(sock_args_set_buffer(e, payload, sizeof payload));
+        pthread_mutex_lock(&c.lock);
+        CHECK(sock_send_async(c.s, e)); /* batched: pending */
+        c.pending++;
+        long close_after = 1 + round % 17;
+        struct timespec deadline;
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += 10;
+        while (c.cycles < close_after && c.pending > c.callbacks &&
+               pthread_cond_timedwait(&c.cond, &c.lock, &deadline) == 0)
+            ;
+        pthread_mutex_unlock(&c.lock);
+        sock_close(c.s); /* while the chain runs */
+        pthread_mutex_lock(&c.lock);
+        while (c.callbacks < c.pending &&
+               pthread_cond_timedwait(&c.cond, &c.lock, &deadline) == 0)
+            ;
+        long pending = c.pending, callbacks = c.callbacks;
+        pthread_mutex_unlock(&c.lock);
+        if (callbacks != pending)
+            fprintf(stderr, "  round %d: %ld sends went pending, %ld callbacks came\n", round,
+                    pending, callbacks);
+        CHECK_EQ(callbacks, pending);
+        sock_free(c.s); /* the last callback has returned: nothing touches the chain now */
+        sock_args_free(e);
+        pthread_mutex_destroy(&c.lock);
+        pthread_cond_destroy(&c.cond);
+    }
+}
+
 static void test_batched_sends_option_is_for_stream_sockets(void)
 {
     CHECK(use_io_uring());
@@ -843,5 +915,6 @@ int main(void)
     RUN(test_more_batches_in_one_turn_than_the_submission_queue_holds);
     RUN(test_a_closed_listener_can_be_bound_again_at_once);
     RUN(test_work_a_callback_starts_in_the_submission_pass_is_done_before_the_reactor_sleeps);
+    RUN(test_a_close_racing_batched_sends_from_callbacks_completes_each_once);
     return h_finish("test_uring");
 }
