@@ -128,9 +128,11 @@ namespace SockAsync
             set { SetOption(Native.OptionReceiveBufferSize, value); }
         }
 
-        // On the io_uring backend: sends are never tried on the calling thread; they always
-        // complete through Completed, and the reactor hands each turn's sends of all such
-        // sockets to the kernel in one system call. On epoll it reads false and does nothing.
+        // On the io_uring backend: sends are never tried on the calling thread; they
+        // complete through Completed (unless a close on another thread overtakes one: it
+        // then finishes at once with OperationAborted), and the reactor hands each turn's
+        // sends of all such sockets to the kernel in one system call. On epoll it reads
+        // false and does nothing.
         public bool BatchSends
         {
             get { return GetOption(Native.OptionBatchSends) != 0; }
