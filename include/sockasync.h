@@ -394,7 +394,8 @@ enum sock_backend
    */
   SOCK_BACKEND_EPOLL = 0,
   /**
-   * io_uring multishot polls; where the kernel refuses io_uring, epoll instead.
+   * io_uring: readiness still from epoll, which the ring waits on, and stream sends that
+   * wait for room submitted in batches; where the kernel refuses io_uring, epoll instead.
    */
   SOCK_BACKEND_IO_URING = 1,
 };

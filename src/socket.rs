@@ -143,7 +143,7 @@ fn option(code: i32) -> Result<SocketOption, Reject> {
     SocketOption::from_code(code).ok_or_else(|| {
         Reject::invalid(format!(
             "unknown option {code} (NoDelay=1, ReuseAddress=2, KeepAlive=3, \
-             SendBufferSize=4, ReceiveBufferSize=5, Linger=6)"
+             SendBufferSize=4, ReceiveBufferSize=5, Linger=6, BatchSends=7)"
         ))
     })
 }

@@ -1,8 +1,9 @@
 //! A reactor: one thread, one epoll instance (through mio, edge-triggered), one registration
 //! per socket for both directions; on the io_uring backend also a ring (see `uring.rs`),
-//! which it waits on instead and through which it sends batched sends. It resumes queued operations on readiness edges and
-//! delivers every completion of its sockets: it runs the callback itself (Inline dispatch) or
-//! hands it to the runtime's worker pool (Pool dispatch). Other threads talk to it through a
+//! which it waits on instead and through which it sends batched sends. It resumes queued
+//! operations on readiness edges and delivers every completion of its sockets: it runs the
+//! callback itself (Inline dispatch) or hands it to the runtime's worker pool (Pool
+//! dispatch). Other threads talk to it through a
 //! channel plus a waker: aborted operations to deliver, queues handed over, registrations to
 //! release, and at the end a stop.
 //!

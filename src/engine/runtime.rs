@@ -55,7 +55,8 @@ impl Dispatch {
 pub enum Backend {
     /// epoll, edge-triggered (the default).
     Epoll = 0,
-    /// io_uring multishot polls; where the kernel refuses io_uring, epoll instead.
+    /// io_uring: readiness still from epoll, which the ring waits on, and stream sends that
+    /// wait for room submitted in batches; where the kernel refuses io_uring, epoll instead.
     IoUring = 1,
 }
 
